@@ -1,0 +1,61 @@
+"""golfpack checkpoints: `<stem>.safetensors` (tensors) beside `<stem>.json` (model config and metadata).
+
+No pickle. Saving is atomic per file. Loading checks the tensors against the config's architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from core.config import ModelConfig
+from packer.atomic import write_bytes_atomic
+from packer.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+    path: Path | None = None
+
+
+def checkpoint_paths(path: Path) -> tuple[Path, Path]:
+    """(safetensors, json) for a path given as either file or the common stem."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, config: ModelConfig, meta: dict) -> Path:
+    st_path, js_path = checkpoint_paths(path)
+    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in model.state_dict().items()}
+    write_bytes_atomic(st_path, save(tensors))
+    doc = {"format": "golfpack-checkpoint", "version": 1, "model": {"family": "recurrent",
+                                                                     "config": config.to_dict()}, "meta": meta}
+    write_bytes_atomic(js_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    return st_path
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    st_path, js_path = checkpoint_paths(path)
+    for p in (st_path, js_path):
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file {p} is missing (a golfpack checkpoint is a .safetensors "
+                                  f"file with a .json config beside it)")
+    try:
+        doc = json.loads(js_path.read_text())
+        config = ModelConfig.from_dict(doc["model"]["config"])
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{js_path}: not a golfpack checkpoint config: {exc}") from None
+    try:
+        tensors = load_file(str(st_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{st_path}: cannot read safetensors: {exc}") from None
+    return Checkpoint(config, tensors, doc.get("meta", {}), st_path)

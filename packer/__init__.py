@@ -1,0 +1,1 @@
+"""The artifact file: constants, manifest, sections, codecs, writer, reader, audit. Never imports torch."""

@@ -1,0 +1,87 @@
+"""The byte-budget audit: where every byte of an artifact went, and how far the total is from the cap.
+
+Every number comes from the file: section sizes from the section table, header/manifest/trailer from the
+layout; they add up exactly to the file size. Code bytes come from packer.code_bytes. Must not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+from packer.code_bytes import CodeCount
+from packer.reader import Artifact
+
+GROUP_ORDER = ("embedding", "attention", "mlp", "control", "other sections", "manifest and headers")
+
+
+def tensor_group(name: str) -> str:
+    if name.startswith("tok_emb") or name.endswith("lm_head.weight"):
+        return "embedding"
+    if ".attn." in name and not name.endswith("norm.weight"):
+        return "attention"
+    if ".mlp." in name and not name.endswith("norm.weight"):
+        return "mlp"
+    return "control"
+
+
+def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
+    lay = art.layout
+    sections = [{"name": "header", "kind": "structure", "bytes": lay.header_bytes},
+                {"name": "manifest", "kind": "structure", "bytes": lay.manifest_bytes}]
+    sections += [{"name": s.name, "kind": "payload", "codec": s.codec, "bytes": s.stored_bytes,
+                  "raw_bytes": s.raw_bytes} for s in art.sections]
+    sections.append({"name": "trailer (sha256)", "kind": "structure", "bytes": lay.trailer_bytes})
+
+    tensors, used = [], set()
+    groups = {g: 0 for g in GROUP_ORDER}
+    for t in art.manifest["tensors"]:
+        params = math.prod(t["shape"])
+        if "alias_of" in t:
+            tensors.append({"name": t["name"], "format": f"alias of {t['alias_of']}", "params": params,
+                            "bytes": 0, "bits_per_param": 0.0, "group": tensor_group(t["name"])})
+            continue
+        nbytes = sum(art.section(sec).stored_bytes for sec in t["sections"].values())
+        used.update(t["sections"].values())
+        group = tensor_group(t["name"])
+        groups[group] += nbytes
+        tensors.append({"name": t["name"], "format": t["format"], "params": params, "bytes": nbytes,
+                        "bits_per_param": 8.0 * nbytes / params if params else 0.0, "group": group,
+                        "codecs": sorted({art.section(s).codec for s in t["sections"].values()})})
+    groups["other sections"] = sum(s.stored_bytes for s in art.sections if s.name not in used)
+    groups["manifest and headers"] = lay.header_bytes + lay.manifest_bytes + lay.trailer_bytes
+    total = lay.file_bytes + code.compressed_bytes
+    return {
+        "file_bytes": lay.file_bytes,
+        "code_bytes": code.compressed_bytes,
+        "code": {"files": list(code.files), "raw_bytes": code.raw_bytes, "method": code.method},
+        "total_bytes": total,
+        "budget_bytes": budget_bytes,
+        "headroom_bytes": budget_bytes - total,
+        "params": sum(t["params"] for t in tensors if not t["format"].startswith("alias")),
+        "groups": [{"name": g, "bytes": groups[g]} for g in GROUP_ORDER],
+        "sections": sections,
+        "tensors": tensors,
+        "routing": art.manifest.get("routing"),
+        "sha256": art.sha256,
+        "format_version": f"{art.version[0]}.{art.version[1]}",
+    }
+
+
+def format_audit(rep: dict) -> str:
+    """Human-readable table of an audit report."""
+    lines = [f"{'tensor':<34} {'format':<12} {'params':>10} {'bytes':>10} {'bits/param':>10}"]
+    for t in rep["tensors"]:
+        lines.append(f"{t['name']:<34} {t['format']:<12} {t['params']:>10,} {t['bytes']:>10,} "
+                     f"{t['bits_per_param']:>10.3f}")
+    lines.append("")
+    lines.append(f"{'group':<34} {'bytes':>10}")
+    for g in rep["groups"]:
+        lines.append(f"{g['name']:<34} {g['bytes']:>10,}")
+    lines.append("")
+    lines.append(f"file                               {rep['file_bytes']:>10,}")
+    lines.append(f"code ({rep['code']['method']}, {len(rep['code']['files'])} files){'':<10}"
+                 f"{rep['code_bytes']:>10,}")
+    lines.append(f"total                              {rep['total_bytes']:>10,}")
+    lines.append(f"budget                             {rep['budget_bytes']:>10,}")
+    lines.append(f"headroom                           {rep['headroom_bytes']:>10,}")
+    return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""Constants of the artifact format. Names here are part of the format: never rename or renumber them.
+
+See FORMAT.md for the byte-level layout these constants describe.
+"""
+
+from __future__ import annotations
+
+MAGIC = b"GPAK"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+SUPPORTED_VERSIONS = frozenset({(1, 0)})
+
+HEADER_BYTES = 10          # magic (4) + major (u8) + minor (u8) + manifest length (u32 LE)
+TRAILER_BYTES = 32         # SHA-256 of every byte before it
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_SECTIONS = 4096
+MAX_TENSOR_ELEMENTS = 1 << 31
+MAX_NAME_CHARS = 200
+MAX_JSON_DEPTH = 16
+
+# Element types a section may declare in params["dtype"], with their sizes in bytes.
+DTYPES = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4}
+
+# Tensor storage formats the reader accepts (quant/formats.py implements each; a test keeps them in step).
+TENSOR_FORMATS = frozenset({"fp32", "fp16", "bf16", "int8_row", "int7_row", "int6_row", "int5_row",
+                            "int4_row", "int3_row"})

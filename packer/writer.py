@@ -1,0 +1,60 @@
+"""Assemble an artifact: encode each section with its codec, lay out header, manifest, payload, trailer.
+
+Layout (FORMAT.md): MAGIC | major u8 | minor u8 | manifest_len u32 LE | manifest JSON | payload | SHA-256.
+The section table lives in the manifest (`sections`), with offsets relative to the payload start, so the
+bytes are a pure function of the inputs. Must not import torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packer import codecs
+from packer import constants as C
+from packer.atomic import refuse_same_path, write_bytes_atomic
+from packer.errors import FormatError
+from packer.manifest import encode_manifest, validate_manifest
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """One section to store: its raw bytes, the codec to store them with, and the codec's params."""
+
+    name: str
+    raw: bytes
+    codec: str = "zstd"
+    params: dict = field(default_factory=dict)
+
+
+def build_artifact(body: dict, sections: list[SectionSpec]) -> bytes:
+    """The artifact bytes for a manifest body (everything but `sections`) and the sections, in order."""
+    if "sections" in body:
+        raise FormatError("the manifest body must not carry 'sections'; the writer builds the section table")
+    table, payload, offset = [], [], 0
+    for spec in sections:
+        stored = codecs.encode(spec.codec, spec.raw, spec.params)
+        if codecs.decode(spec.codec, stored, len(spec.raw), spec.params) != bytes(spec.raw):
+            raise FormatError(f"section {spec.name!r}: codec {spec.codec!r} did not round-trip; not writing")
+        table.append({"name": spec.name, "codec": spec.codec, "params": spec.params, "offset": offset,
+                      "stored_bytes": len(stored), "raw_bytes": len(spec.raw),
+                      "crc32": zlib.crc32(stored)})
+        payload.append(stored)
+        offset += len(stored)
+    manifest = dict(body, sections=table)
+    validate_manifest(manifest)
+    mbytes = encode_manifest(manifest)
+    if len(mbytes) > C.MAX_MANIFEST_BYTES:
+        raise FormatError(f"manifest is {len(mbytes)} bytes, over the {C.MAX_MANIFEST_BYTES}-byte limit")
+    head = C.MAGIC + struct.pack("<BBI", C.FORMAT_MAJOR, C.FORMAT_MINOR, len(mbytes))
+    data = b"".join([head, mbytes, *payload])
+    return data + hashlib.sha256(data).digest()
+
+
+def write_artifact(path: Path, data: bytes, inputs: list[Path] = ()) -> None:
+    """Write atomically; refuse to overwrite any of the inputs."""
+    refuse_same_path(path, list(inputs))
+    write_bytes_atomic(path, data)

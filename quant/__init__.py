@@ -1,0 +1,1 @@
+"""Quantization: the math in one place (primitives), formats, and the pipeline that packs a checkpoint."""
