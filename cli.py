@@ -46,6 +46,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 # --- train ---------------------------------------------------------------------------------------------------
 def model_options(f):
     for opt in reversed([
+        click.option("--vocab-size", type=int, default=None, help="Default: the tokenizer's size."),
         click.option("--d-model", default=128, show_default=True),
         click.option("--n-heads", default=4, show_default=True),
         click.option("--n-kv-heads", default=2, show_default=True),
@@ -76,7 +77,7 @@ def build_configs(kw: dict):
     from core.config import ModelConfig
     from core.train import TrainConfig
 
-    mc = ModelConfig(d_model=kw["d_model"], n_heads=kw["n_heads"], n_kv_heads=kw["n_kv_heads"],
+    mc = ModelConfig(vocab_size=kw["vocab_size"], d_model=kw["d_model"], n_heads=kw["n_heads"], n_kv_heads=kw["n_kv_heads"],
                      mlp_mult=kw["mlp_mult"], n_passes=kw["n_passes"], n_blocks=kw["n_blocks"],
                      seq_len=kw["seq_len"])
     seconds = kw["train_seconds"]
@@ -98,8 +99,11 @@ def build_configs(kw: dict):
 @click.option("--json", "as_json", is_flag=True)
 def train(data, tokenizer, out, name, as_json, **kw):
     """Train a recurrent core on token shards; save safetensors + JSON config."""
+    from core.tokenizer import Tokenizer
     from core.train_job import run_train
 
+    if kw["vocab_size"] is None:
+        kw["vocab_size"] = Tokenizer.load(tokenizer).vocab_size
     mc, tc = build_configs(kw)
     res = run_train(data, tokenizer, out, mc, tc, name=name)
     rep = {"checkpoint": str(res.checkpoint), "steps": res.steps, "seconds": res.seconds,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import io
 import json
 import os
 import pkgutil
@@ -147,12 +146,11 @@ def collect() -> list[list[str]]:
 
 
 def main() -> None:
-    out = io.open(os.dup(1), "w", encoding="utf-8", closefd=True)
-    os.dup2(2, 1)  # whatever a module prints lands on stderr, never in the JSON
-    sys.stdout = sys.stderr
-    warnings.simplefilter("ignore")  # deprecation notices while reading attributes are not our concern
-    json.dump(collect(), out, ensure_ascii=False)
-    out.flush()
+    with open(os.dup(1), "w", encoding="utf-8") as out:
+        os.dup2(2, 1)  # whatever a module prints lands on stderr, never in the JSON
+        sys.stdout = sys.stderr
+        warnings.simplefilter("ignore")  # deprecation notices while reading attributes are not our concern
+        json.dump(collect(), out, ensure_ascii=False)
 
 
 if __name__ == "__main__":

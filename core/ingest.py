@@ -30,6 +30,9 @@ PTZ_REQUIRED_KEYS = ("quantized", "scales", "dtypes", "passthrough")   # qmeta, 
 DEFAULT_MAX_DECOMPRESSED_BYTES = 4 * 1024**3
 _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                  "float64": torch.float64}
+# what torch.load raises on damaged zip / legacy containers (measured by truncating and flipping bytes)
+_CORRUPT_LOAD_ERRORS = (RuntimeError, EOFError, ValueError, OSError, LookupError, TypeError, AttributeError,
+                        struct.error)
 _SUFFIX_FORMAT = {".pt": "pt", ".pth": "pt", ".bin": "pt", ".safetensors": "safetensors", ".ptz": "ptz"}
 
 
@@ -75,8 +78,8 @@ def _torch_load(source, where: str):
         raise CheckpointError(
             f"{where}: torch.load(weights_only=True) refuses to unpickle arbitrary objects, and golfpack never "
             f"loads a checkpoint any other way ({first}). Re-save it as a plain state_dict of tensors "
-            f"(torch.save(model.state_dict(), ...)) or as safetensors") from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError... for corrupt containers
+            f"(torch.save(model.state_dict(), ...)) or as safetensors; if it is one already, it is corrupt") from None
+    except _CORRUPT_LOAD_ERRORS as exc:
         raise CheckpointError(f"{where}: not a readable torch.save file ({type(exc).__name__}: {exc})") from None
 
 

@@ -93,7 +93,7 @@ class PGolfConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PGolfConfig":
+    def from_dict(cls, data: dict) -> PGolfConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"pgolf model config must be a JSON object, got {type(data).__name__}")
         known = [f.name for f in fields(cls)]

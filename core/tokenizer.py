@@ -27,24 +27,24 @@ LEADING_SPACE = "\u2581"  # SentencePiece's visible space, '▁'
 # Parameter Golf's sp1024 settings (as recorded in the official fineweb_1024_bpe.model trainer spec:
 # BPE, character_coverage 0.999, split_digits, byte_fallback, hard_vocab_limit off, nmt_nfkc, no dummy
 # prefix, pad/bos/eos/unk = 0/1/2/3), plus what makes training reproducible: one thread, every sentence.
-TRAINER_SETTINGS = dict(
-    model_type="bpe",
-    character_coverage=0.999,
-    byte_fallback=True,
-    split_digits=True,
-    hard_vocab_limit=False,
-    normalization_rule_name="nmt_nfkc",
-    add_dummy_prefix=False,
-    pad_id=PAD_ID,
-    bos_id=BOS_ID,
-    eos_id=EOS_ID,
-    unk_id=UNK_ID,
-    max_sentence_length=MAX_SENTENCE_BYTES,
-    input_sentence_size=0,
-    shuffle_input_sentence=False,
-    num_threads=1,
-    minloglevel=2,
-)
+TRAINER_SETTINGS = {
+    "model_type": "bpe",
+    "character_coverage": 0.999,
+    "byte_fallback": True,
+    "split_digits": True,
+    "hard_vocab_limit": False,
+    "normalization_rule_name": "nmt_nfkc",
+    "add_dummy_prefix": False,
+    "pad_id": PAD_ID,
+    "bos_id": BOS_ID,
+    "eos_id": EOS_ID,
+    "unk_id": UNK_ID,
+    "max_sentence_length": MAX_SENTENCE_BYTES,
+    "input_sentence_size": 0,
+    "shuffle_input_sentence": False,
+    "num_threads": 1,
+    "minloglevel": 2,
+}
 
 
 def _sentences(texts: Iterable[str]) -> Iterator[str]:

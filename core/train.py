@@ -19,6 +19,7 @@ from core.bpb import bits_per_byte, target_byte_counts
 from core.config import ModelConfig
 from core.model import RecurrentLM
 from core.progress import Progress
+from core.scoring import score_stream
 from packer.errors import ConfigError, DataError
 
 
@@ -71,26 +72,15 @@ def sample_batch(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Ge
     return win[:, :-1], win[:, 1:]
 
 
-@torch.no_grad()
 def quick_val_bpb(model: RecurrentLM, val_tokens: np.ndarray, tables, max_tokens: int) -> tuple[float, float]:
-    """(loss nats/token, bpb) on the first `max_tokens`+1 validation tokens in non-overlapping windows."""
-    L = model.cfg.seq_len
-    toks = np.asarray(val_tokens[: max_tokens + 1], dtype=np.int64)
-    n_win = (len(toks) - 1) // L
-    if n_win == 0:
-        raise DataError(f"validation split has {len(toks)} tokens; need more than seq_len={L}")
-    x = torch.from_numpy(toks[: n_win * L].reshape(n_win, L))
-    y = torch.from_numpy(toks[1: n_win * L + 1].reshape(n_win, L))
+    """(loss nats/token, bpb) on the first `max_tokens` validation targets (all of them if fewer)."""
+    toks = np.asarray(val_tokens[: max_tokens + 1])
     was = model.training
     model.eval()
-    nats = 0.0
-    for i in range(0, n_win, 32):
-        logits = model(x[i:i + 32])
-        nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[i:i + 32].reshape(-1),
-                                reduction="sum").item()
+    nats = score_stream(model, toks, model.cfg.seq_len)
     model.train(was)
-    nbytes = int(target_byte_counts(x.numpy().ravel(), y.numpy().ravel(), tables).sum())
-    return nats / y.numel(), bits_per_byte(nats, nbytes)
+    nbytes = int(target_byte_counts(toks[:-1], toks[1:], tables).sum())
+    return float(nats.mean()), bits_per_byte(float(nats.sum()), nbytes)
 
 
 def lr_at(cfg: TrainConfig, step: int, frac_done: float) -> float:

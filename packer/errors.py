@@ -58,6 +58,39 @@ class CodecError(ArtifactError):
     """A section cannot be decoded by the codec it names (unknown codec or corrupt payload)."""
 
 
+# The reader's rejections, one class per kind (FORMAT.md "Reading" lists which check raises which).
+class TruncatedError(FormatError):
+    """The file ends before a part its header declares (shorter than header + trailer, or the manifest)."""
+
+
+class MagicError(FormatError):
+    """The first four bytes are not the golfpack magic: this is not an artifact."""
+
+
+class VersionError(FormatError):
+    """The format version in the header is not one this reader supports."""
+
+
+class ManifestError(FormatError):
+    """The manifest bytes are not canonical ASCII JSON within the size, depth and number limits."""
+
+
+class SchemaError(ManifestError):
+    """A manifest member is missing, of the wrong type, out of range, or badly named."""
+
+
+class SizeError(SchemaError):
+    """A declared size is inconsistent (element count x element size) or over a reader limit."""
+
+
+class UnknownFormatError(SchemaError):
+    """A tensor names a storage format that is not in packer.constants.TENSOR_FORMATS."""
+
+
+class SectionTableError(FormatError):
+    """The section table does not tile the payload exactly (gap, overlap, out of range, unaccounted bytes)."""
+
+
 class BudgetError(GolfpackError):
     """The artifact plus counted code would exceed the byte budget."""
 

@@ -1,0 +1,84 @@
+"""The CLI end to end on a tiny model in a temporary folder: train, pack, audit, verify, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from core.shards import encode_documents, write_split
+
+TINY = ["--d-model", "32", "--n-heads", "2", "--n-kv-heads", "1", "--passes", "2", "--seq-len", "32",
+        "--batch-size", "8", "--eval-every", "1000"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, small_tokenizer, default_docs):
+    d = tmp_path_factory.mktemp("cli")
+    train = encode_documents(default_docs[:60], small_tokenizer)
+    val = encode_documents(default_docs[60:70], small_tokenizer)
+    write_split(train, d, "tiny", "train")
+    write_split(val, d, "tiny", "val")
+    return d
+
+
+def run(args, code=0):
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == code, (res.stdout, res.stderr)
+    return res
+
+
+@pytest.fixture(scope="module")
+def trained(workdir, small_tokenizer):
+    # vocab is set by the tokenizer: the tiny tokenizer has 400 pieces
+    args = ["train", "--data", str(workdir), "--tokenizer", str(small_tokenizer.path), "--out", str(workdir),
+            "--name", "tiny", "--steps", "30", "--vocab-size", "400", "--json", *TINY]
+    rep = json.loads(run(args).stdout)
+    return rep
+
+
+def test_train_pack_audit_verify(workdir, small_tokenizer, trained):
+    ckpt = trained["checkpoint"]
+    art = workdir / "tiny.gpk"
+    packed = json.loads(run(["pack", ckpt, "-o", str(art), "--json"]).stdout)
+    assert packed["file_bytes"] == art.stat().st_size
+    audit = json.loads(run(["audit", str(art), "--json"]).stdout)
+    assert sum(s["bytes"] for s in audit["sections"]) == audit["file_bytes"] == art.stat().st_size
+    assert audit["total_bytes"] == audit["file_bytes"] + audit["code_bytes"]
+    assert audit["headroom_bytes"] == audit["budget_bytes"] - audit["total_bytes"]
+    for t in audit["tensors"]:
+        assert {"name", "format", "params", "bytes", "bits_per_param"} <= set(t)
+    ver = json.loads(run(["verify", str(art), "--data", str(workdir), "--tokenizer",
+                          str(small_tokenizer.path), "--reference", ckpt, "--json"]).stdout)
+    for key in ("val_loss", "val_bpb", "tokens", "bytes", "seconds", "tokens_per_second", "unigram_bpb"):
+        assert key in ver
+    assert abs(ver["quantization_gap_bpb"]) < 0.05
+    assert np.isclose(ver["reference"]["val_bpb"], trained["val_bpb"], rtol=1e-6)
+
+
+def test_pack_twice_identical(workdir, trained):
+    a, b = workdir / "a.gpk", workdir / "b.gpk"
+    run(["pack", trained["checkpoint"], "-o", str(a)])
+    run(["pack", trained["checkpoint"], "-o", str(b)])
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_corrupt_and_foreign_files_give_one_line_errors(workdir, trained, small_tokenizer):
+    art = workdir / "c.gpk"
+    run(["pack", trained["checkpoint"], "-o", str(art)])
+    data = bytearray(art.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = workdir / "flipped.gpk"
+    bad.write_bytes(bytes(data))
+    res = run(["audit", str(bad)], code=5)
+    assert res.stderr.startswith("golfpack: error:") and "SHA-256" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    trunc = workdir / "trunc.gpk"
+    trunc.write_bytes(bytes(data[:100]))
+    res = run(["verify", str(trunc), "--data", str(workdir), "--tokenizer", str(small_tokenizer.path)], code=5)
+    assert "golfpack: error:" in res.stderr
+    res = run(["audit", str(small_tokenizer.path)], code=5)
+    assert "not a golfpack artifact" in res.stderr
