@@ -1,12 +1,18 @@
-"""Single-process training of the recurrent core on token arrays.
+"""Training of the recurrent core on token arrays, in one process or data-parallel under torchrun.
 
-AdamW with linear warmup and cosine decay (by steps, or by elapsed time under a time budget), gradient
-clipping, a seed, periodic validation bits-per-byte, progress on stderr. Returns the trained model and its
-history; saving is the caller's job (core/checkpoint.py). Must not read environment variables.
+AdamW with linear warmup and cosine decay (by steps, or by elapsed time under a time budget or wall-clock
+cap, whichever runs out first), gradient clipping, a seed, periodic validation bits-per-byte, progress on
+stderr (rank 0 only). Data parallel: every rank draws the same global batch from the same seeded generator
+and keeps its rank-strided rows, gradients are averaged in one flat all-reduce, and the time budget is
+agreed by an all-reduce so every rank takes the same step count; N ranks train the same model as one
+process with the same global batch. On CUDA: bf16 autocast, fused AdamW, optional torch.compile. Returns
+the trained model (never wrapped) and its history; saving is the caller's job (core/checkpoint.py). Must
+not read environment variables (core/distributed.py reads torchrun's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 
 from core.bpb import bits_per_byte, target_byte_counts
 from core.config import ModelConfig
+from core.distributed import DEVICE_CHOICES, DistContext, local_context
 from core.model import RecurrentLM
 from core.progress import Progress
 from core.scoring import score_stream
@@ -37,10 +44,24 @@ class TrainConfig:
     eval_every: int = 100
     eval_tokens: int = 32_768
     threads: int | None = None
+    batch_tokens: int | None = None  # global tokens per optimizer step (all ranks); None: batch_size x seq_len
+    max_wallclock_seconds: float | None = None  # hard cap on the loop's wall clock, with steps or alone
+    device: str = "auto"  # auto (the local rank's GPU if CUDA is present, else CPU) | cpu | cuda
+    compile: bool = False  # torch.compile the loss function (worth it on GPU)
 
     def __post_init__(self) -> None:
-        if (self.steps is None) == (self.train_seconds is None):
-            raise ConfigError("give exactly one of steps or train_seconds")
+        if self.steps is not None and self.train_seconds is not None:
+            raise ConfigError("give at most one of steps or train_seconds (max_wallclock_seconds can cap "
+                              "either)")
+        if self.steps is None and self.train_seconds is None and self.max_wallclock_seconds is None:
+            raise ConfigError("give steps, train_seconds or max_wallclock_seconds")
+        if self.max_wallclock_seconds is not None and self.max_wallclock_seconds <= 0:
+            raise ConfigError(f"TrainConfig.max_wallclock_seconds={self.max_wallclock_seconds}: must be "
+                              "positive")
+        if self.batch_tokens is not None and self.batch_tokens <= 0:
+            raise ConfigError(f"TrainConfig.batch_tokens={self.batch_tokens}: must be positive")
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(f"TrainConfig.device={self.device!r}: must be one of {list(DEVICE_CHOICES)}")
         if self.steps is not None and self.steps <= 0:
             raise ConfigError(f"TrainConfig.steps={self.steps}: must be positive")
         if self.train_seconds is not None and self.train_seconds <= 0:
@@ -51,6 +72,31 @@ class TrainConfig:
         if not (self.lr > 0 and 0 <= self.min_lr_frac <= 1 and self.grad_clip > 0 and self.warmup_steps >= 0):
             raise ConfigError("TrainConfig: lr and grad_clip must be positive, min_lr_frac in [0, 1], "
                               "warmup_steps >= 0")
+
+    def global_batch_seqs(self, seq_len: int, world_size: int = 1) -> int:
+        """Sequences per optimizer step over all ranks; a multiple of world_size, or ConfigError."""
+        if self.batch_tokens is None:
+            seqs = self.batch_size
+        elif self.batch_tokens % seq_len:
+            raise ConfigError(f"TrainConfig.batch_tokens={self.batch_tokens} is not a multiple of "
+                              f"seq_len={seq_len}; use a multiple such as {max(1, self.batch_tokens // seq_len) * seq_len}")
+        else:
+            seqs = self.batch_tokens // seq_len
+        if seqs % world_size:
+            raise ConfigError(f"{seqs} sequences per step ({seqs * seq_len} tokens) do not split evenly over "
+                              f"{world_size} ranks; use a batch that is a multiple of {world_size * seq_len} tokens")
+        return seqs
+
+    def budget_fraction(self, step: int, elapsed_seconds: float) -> float:
+        """How much of the training budget is spent: the largest of the step, time and wall-clock fractions."""
+        fracs = [0.0]
+        if self.steps is not None:
+            fracs.append(step / self.steps)
+        if self.train_seconds is not None:
+            fracs.append(elapsed_seconds / self.train_seconds)
+        if self.max_wallclock_seconds is not None:
+            fracs.append(elapsed_seconds / self.max_wallclock_seconds)
+        return max(fracs)
 
 
 @dataclass

@@ -17,6 +17,11 @@ MAX_SECTIONS = 4096
 MAX_TENSOR_ELEMENTS = 1 << 31
 MAX_NAME_CHARS = 200
 MAX_JSON_DEPTH = 16
+MAX_SHAPE_DIMS = 8
+MAX_TENSORS = 16384
+MAX_NUMBER_CHARS = 32                 # longest JSON number token in a manifest (an int64 needs 20)
+MAX_SECTION_RAW_BYTES = 1 << 32       # decoded size of one section; checked before anything is decoded
+MAX_TOTAL_RAW_BYTES = 1 << 34         # decoded size of all sections together
 
 # Element types a section may declare in params["dtype"], with their sizes in bytes.
 DTYPES = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4}
