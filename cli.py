@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from packer.errors import GolfpackError
+from packer.errors import GolfpackError, UsageError
 
 DEFAULT_BUDGET = 16_000_000
 
@@ -64,7 +64,16 @@ def train_options(f):
     for opt in reversed([
         click.option("--train-seconds", type=float, default=None, help="Time budget (default 180 s)."),
         click.option("--steps", type=int, default=None, help="Step count instead of a time budget."),
-        click.option("--batch-size", default=16, show_default=True),
+        click.option("--max-wallclock-seconds", type=float, default=None,
+                     help="Hard cap on training wall-clock time (with --steps, or alone)."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Sequences per step over all ranks (default 16)."),
+        click.option("--batch-tokens", type=int, default=None,
+                     help="Tokens per step over all ranks, instead of --batch-size (same result for any N)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True,
+                     help="auto: the local rank's GPU when CUDA is present, else the CPU."),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step (GPU)."),
         click.option("--lr", default=3e-3, show_default=True),
         click.option("--seed", default=0, show_default=True),
         click.option("--eval-every", default=100, show_default=True),
@@ -81,10 +90,14 @@ def build_configs(kw: dict):
                      mlp_mult=kw["mlp_mult"], n_passes=kw["n_passes"], n_blocks=kw["n_blocks"],
                      seq_len=kw["seq_len"])
     seconds = kw["train_seconds"]
-    if seconds is None and kw["steps"] is None:
+    if seconds is None and kw["steps"] is None and kw["max_wallclock_seconds"] is None:
         seconds = 180.0
-    tc = TrainConfig(steps=kw["steps"], train_seconds=seconds, batch_size=kw["batch_size"], lr=kw["lr"],
-                     seed=kw["seed"], eval_every=kw["eval_every"])
+    if kw["batch_size"] is not None and kw["batch_tokens"] is not None:
+        raise UsageError("give --batch-size or --batch-tokens, not both")
+    tc = TrainConfig(steps=kw["steps"], train_seconds=seconds, batch_size=kw["batch_size"] or 16, lr=kw["lr"],
+                     seed=kw["seed"], eval_every=kw["eval_every"], batch_tokens=kw["batch_tokens"],
+                     max_wallclock_seconds=kw["max_wallclock_seconds"], device=kw["device"],
+                     compile=kw["compile_"])
     return mc, tc
 
 
@@ -106,10 +119,57 @@ def train(data, tokenizer, out, name, as_json, **kw):
         kw["vocab_size"] = Tokenizer.load(tokenizer).vocab_size
     mc, tc = build_configs(kw)
     res = run_train(data, tokenizer, out, mc, tc, name=name)
+    if res.rank != 0:  # under torchrun only rank 0 reports
+        return
     rep = {"checkpoint": str(res.checkpoint), "steps": res.steps, "seconds": res.seconds,
-           "tokens_seen": res.tokens_seen, "params": res.params, "val_loss": res.val_loss, "val_bpb": res.val_bpb}
+           "tokens_seen": res.tokens_seen, "params": res.params, "val_loss": res.val_loss, "val_bpb": res.val_bpb,
+           "world_size": res.world_size, "device": res.device}
     emit(rep, as_json, f"checkpoint {res.checkpoint}: {res.params:,} params, {res.steps} steps in "
                        f"{res.seconds:.0f} s, val bpb {res.val_bpb:.4f}")
+
+
+# --- Parameter Golf checkpoints -----------------------------------------------------------------------------
+def pgolf_options(f):
+    """What a Parameter Golf state_dict's shapes cannot tell (recorded in the artifact / checkpoint)."""
+    for opt in reversed([
+        click.option("--mlp-power", type=int, default=None,
+                     help="Parameter Golf MLP activation relu^p (default 2; nolanvild's checkpoint uses 3)."),
+        click.option("--rope-base", type=float, default=None, help="Parameter Golf RoPE base (default 10000)."),
+        click.option("--softcap", type=float, default=None, help="Parameter Golf logit softcap (default 30)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def pgolf_from(kw: dict):
+    from core.sources import PGolfOptions
+
+    return PGolfOptions(mlp_power=kw.pop("mlp_power", None), rope_base=kw.pop("rope_base", None),
+                        softcap=kw.pop("softcap", None))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint stem: writes STEM.safetensors and STEM.json.")
+@click.option("--tokenizer", type=click.Path(path_type=Path), required=True,
+              help="The SentencePiece model the checkpoint was trained with (its sha256 is recorded).")
+@pgolf_options
+@click.option("--json", "as_json", is_flag=True)
+def ingest(checkpoint, out, tokenizer, as_json, **kw):
+    """Read a Parameter Golf checkpoint (.pt, .ptz, safetensors) into a golfpack checkpoint (family pgolf)."""
+    from core.sources import ingest_to_checkpoint
+    from core.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer)
+    src, st_path, js_path = ingest_to_checkpoint(checkpoint, out, tok, pgolf_from(kw))
+    params = sum(t.numel() for t in src.tensors.values())
+    rep = {"checkpoint": str(st_path), "config": str(js_path), "family": "pgolf",
+           "model": src.config.to_dict(), "params": params, "source": src.provenance,
+           "tokenizer_sha256": tok.sha256}
+    emit(rep, as_json, f"wrote {st_path} + {js_path.name}: Parameter Golf GPT, {params:,} params, "
+                       f"{src.config.num_layers} layers x d={src.config.model_dim}, relu^{src.config.mlp_power}, "
+                       f"from {src.provenance['format']} {checkpoint}")
 
 
 # --- pack ----------------------------------------------------------------------------------------------------
@@ -121,14 +181,32 @@ def train(data, tokenizer, out, name, as_json, **kw):
 @click.option("--embed-format", default="int8_row", show_default=True)
 @click.option("--matrix-format", default="int6_row", show_default=True)
 @click.option("--control-format", default="fp16", show_default=True)
+@pgolf_options
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="Parameter Golf checkpoints: the SentencePiece model to record (required for .pt/.ptz/"
+                   "safetensors files, which carry none).")
 @click.option("--json", "as_json", is_flag=True)
-def pack(checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, as_json):
-    """Pack a checkpoint into one artifact file under the byte budget."""
+def pack(checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, as_json, **kw):
+    """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact file under the
+    byte budget."""
+    from core.sources import checkpoint_family
+    from packer.atomic import refuse_same_path
     from quant.pack import PackOptions, pack_checkpoint_file
 
+    refuse_same_path(out, [checkpoint])    # every input path of this command; pack_checkpoint_file adds its own
     opts = PackOptions(embed_format=embed_format, matrix_format=matrix_format, control_format=control_format,
                        budget_bytes=budget_bytes)
-    res = pack_checkpoint_file(checkpoint, out, opts)
+    if checkpoint_family(checkpoint) == "recurrent":
+        if tokenizer is not None or pgolf_from(kw).given():
+            raise UsageError(f"{checkpoint} is a recurrent golfpack checkpoint: --tokenizer, --mlp-power, "
+                             f"--rope-base and --softcap apply to Parameter Golf checkpoints only")
+        res = pack_checkpoint_file(checkpoint, out, opts)
+    else:
+        from core.tokenizer import Tokenizer
+        from quant.pack_foreign import pack_pgolf_file
+
+        tok = Tokenizer.load(tokenizer) if tokenizer is not None else None
+        res, _ = pack_pgolf_file(checkpoint, out, opts, pgolf_from(kw), tok)
     rep = {"artifact": str(out), "file_bytes": res.file_bytes, "code_bytes": res.code.compressed_bytes,
            "total_bytes": res.total_bytes, "budget_bytes": res.budget_bytes,
            "headroom_bytes": res.budget_bytes - res.total_bytes, "plan": res.plan}
@@ -160,17 +238,75 @@ def audit(artifact, code_files, budget_bytes, as_json):
 @click.option("--data", type=click.Path(path_type=Path), multiple=True, required=True,
               help="Shard file, folder of shards (*_val_*.bin), or text files.")
 @click.option("--tokenizer", type=click.Path(path_type=Path), required=True)
-@click.option("--reference", type=click.Path(path_type=Path), default=None,
-              help="The checkpoint it was packed from, to report the quantization gap.")
+@click.option("--reference", type=click.Path(path_type=Path), multiple=True,
+              help="A checkpoint to compare with (repeatable): the one it was packed from, the original .ptz.")
 @click.option("--batch-size", default=32, show_default=True)
+@click.option("--seq-len", type=int, default=None,
+              help="Evaluation context (Parameter Golf models: default 1024; recurrent cores: their own).")
+@click.option("--sliding-window", "stride", type=int, default=None, metavar="STRIDE",
+              help="Sliding-window evaluation: windows of seq-len advanced by STRIDE, every token scored once.")
+@pgolf_options
 @click.option("--json", "as_json", is_flag=True)
-def verify(artifact, data, tokenizer, reference, batch_size, as_json):
-    """Unpack an artifact, rerun it, and report the loss and bits per byte it achieves."""
+def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, as_json, **kw):
+    """Unpack an artifact (or take a checkpoint as it is), rerun it, and report the loss and bits per byte."""
     from verify.job import verify_artifact
     from verify.report import format_verify
 
-    rep = verify_artifact(artifact, list(data), tokenizer, reference, batch_size, progress=not as_json)
+    rep = verify_artifact(artifact, list(data), tokenizer, list(reference), batch_size, progress=not as_json,
+                          seq_len=seq_len, stride=stride, pgolf=pgolf_from(kw))
     emit(rep, as_json, format_verify(rep))
+
+
+# --- data and submission -------------------------------------------------------------------------------------
+@main.command()
+@click.argument("text", type=click.Path(path_type=Path), nargs=-1)
+@click.option("--tokenizer", type=click.Path(path_type=Path), required=True,
+              help="SentencePiece model, e.g. Parameter Golf's fineweb_1024_bpe.model.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for the shards.")
+@click.option("--name", default="text", show_default=True, help="Shard name prefix: NAME_SPLIT_000000.bin.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--default-corpus", is_flag=True,
+              help="Also the embedded Python-docs corpus: its fixed train or val split (per --split).")
+@click.option("--json", "as_json", is_flag=True)
+def data(text, tokenizer, out, name, split, default_corpus, as_json):
+    """Encode text (.txt, .raw, .jsonl[.gz] with a text field, folders) into Parameter Golf token shards."""
+    from core.corpus import default_corpus as embedded, split_documents
+    from core.dataset import VAL_FRACTION, prepare_text_data
+    from core.shards import read_shard
+
+    docs = None
+    if default_corpus:
+        if split not in ("train", "val"):
+            raise UsageError(f"--default-corpus has a train and a val split; --split {split!r} is neither")
+        train_docs, val_docs = split_documents(embedded(), VAL_FRACTION)
+        docs = train_docs if split == "train" else val_docs
+    if not text and not default_corpus:
+        raise UsageError("give text files or folders, or --default-corpus")
+    shards = prepare_text_data(list(text), tokenizer, out, name, split, progress=not as_json, documents=docs)
+    tokens = sum(len(read_shard(p)) for p in shards)
+    rep = {"shards": [str(p) for p in shards], "tokens": tokens, "split": split}
+    emit(rep, as_json, f"wrote {len(shards)} shard(s), {tokens:,} tokens: {', '.join(str(p) for p in shards)}")
+
+
+@main.command("export-submission")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--budget-bytes", default=DEFAULT_BUDGET, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def export_submission(artifact, out, budget_bytes, as_json):
+    """A self-contained submission: one self-extracting submission.py plus the artifact, in OUT."""
+    from verify.submission import export_submission as export
+
+    res = export(artifact, out)
+    total = res.code.compressed_bytes + res.artifact_bytes
+    rep = {"script": str(res.script), "artifact": str(res.artifact), "code_bytes": res.code.compressed_bytes,
+           "code_method": res.code.method, "artifact_bytes": res.artifact_bytes, "total_bytes": total,
+           "budget_bytes": budget_bytes, "headroom_bytes": budget_bytes - total, "modules": list(res.modules),
+           "requires": list(res.requires)}
+    emit(rep, as_json, f"wrote {res.script} ({res.code.compressed_bytes:,} B of code, {len(res.modules)} modules "
+                       f"bundled) + {res.artifact} ({res.artifact_bytes:,} B) = {total:,} B of {budget_bytes:,} B"
+                       f"\nrequires: {', '.join(res.requires)}\nrun: python {res.script} --data "
+                       f"FOLDER_OF_VAL_SHARDS --tokenizer fineweb_1024_bpe.model")
 
 
 # --- demo ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""golfpack checkpoints: `<stem>.safetensors` (tensors) beside `<stem>.json` (model config and metadata).
+"""golfpack checkpoints: `<stem>.safetensors` (tensors) beside `<stem>.json` (model family, config, metadata).
 
-No pickle. Saving is atomic per file. Loading checks the tensors against the config's architecture.
+No pickle. Saving is atomic per file. The JSON's `model.family` (core/families.py; `recurrent` when absent)
+selects the config class. Loading checks the tensors against the config's architecture.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from core.config import ModelConfig
+from core.families import config_from_dict
 from packer.atomic import write_bytes_atomic
 from packer.errors import CheckpointError, ConfigError
 
 
 @dataclass
 class Checkpoint:
-    config: ModelConfig
+    config: ModelConfig          # or the config class of `family` (core/families.py)
     tensors: dict[str, torch.Tensor]
     meta: dict
     path: Path | None = None
+    family: str = "recurrent"
 
 
 def checkpoint_paths(path: Path) -> tuple[Path, Path]:
@@ -33,11 +36,12 @@ def checkpoint_paths(path: Path) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, config: ModelConfig, meta: dict) -> Path:
+def save_checkpoint(path: Path, model: torch.nn.Module, config: ModelConfig, meta: dict,
+                    family: str = "recurrent") -> Path:
     st_path, js_path = checkpoint_paths(path)
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in model.state_dict().items()}
     write_bytes_atomic(st_path, save(tensors))
-    doc = {"format": "golfpack-checkpoint", "version": 1, "model": {"family": "recurrent",
+    doc = {"format": "golfpack-checkpoint", "version": 1, "model": {"family": family,
                                                                      "config": config.to_dict()}, "meta": meta}
     write_bytes_atomic(js_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     return st_path
@@ -51,11 +55,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
                                   f"file with a .json config beside it)")
     try:
         doc = json.loads(js_path.read_text())
-        config = ModelConfig.from_dict(doc["model"]["config"])
-    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        family = doc["model"].get("family", "recurrent")
+        config = config_from_dict(family, doc["model"]["config"])
+    except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
         raise CheckpointError(f"{js_path}: not a golfpack checkpoint config: {exc}") from None
     try:
         tensors = load_file(str(st_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{st_path}: cannot read safetensors: {exc}") from None
-    return Checkpoint(config, tensors, doc.get("meta", {}), st_path)
+    return Checkpoint(config, tensors, doc.get("meta", {}), st_path, family)

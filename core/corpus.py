@@ -1,7 +1,7 @@
 """Text documents: the embedded default corpus (Python's own documentation) and user text files.
 
 Owns what a document is, how the default corpus is enumerated, the fixed train/validation split, and reading
-user text (.txt, .jsonl, .jsonl.gz/.json.gz, folders). Must not tokenize or write shards (core/shards.py),
+user text (.txt and WikiText's .raw, .jsonl, .jsonl.gz/.json.gz, folders). Must not tokenize or write shards (core/shards.py),
 and must not import standard-library modules for their docstrings in this process: that happens in a
 separate interpreter (core/_stdlib_docs.py) so that no import side effect reaches the caller.
 """
@@ -86,7 +86,7 @@ def split_documents(docs: list[Document], val_fraction: float = 0.05) -> tuple[l
 # --- user text -------------------------------------------------------------------------------------------
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
-_TEXT_SUFFIXES = (".txt",)
+_TEXT_SUFFIXES = (".txt", ".raw")   # .raw: WikiText's plain-text files
 
 
 def _kind(path: Path) -> str | None:
@@ -153,11 +153,11 @@ def _expand(paths: list[Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
             if not found:
-                raise DataError(f"{path}: no .txt, .jsonl, .jsonl.gz or .json.gz files in this folder")
+                raise DataError(f"{path}: no .txt, .raw, .jsonl, .jsonl.gz or .json.gz files in this folder")
             files.extend(found)
         elif path.is_file():
             if _kind(path) is None:
-                raise DataError(f"{path}: unsupported file type; use .txt, .jsonl, .jsonl.gz or .json.gz")
+                raise DataError(f"{path}: unsupported file type; use .txt, .raw, .jsonl, .jsonl.gz or .json.gz")
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
@@ -167,7 +167,7 @@ def _expand(paths: list[Path]) -> list[Path]:
 def load_text_documents(paths: list[Path]) -> list[Document]:
     """Documents from user files, in the given order (folders recursively, sorted).
 
-    .txt: the whole file is one document, unless it has lines equal to `<|endoftext|>`, which separate
+    .txt / .raw: the whole file is one document, unless it has lines equal to `<|endoftext|>`, which separate
     documents (TinyStories). .jsonl / .jsonl.gz / .json.gz: one JSON object per line with a `text` field.
     Blank lines and documents that are empty or whitespace only are left out.
     """

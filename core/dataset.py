@@ -146,15 +146,16 @@ def prepare_default_data(out_dir: Path, name: str = "pydocs", vocab_size: int = 
 
 
 def prepare_text_data(paths: list[Path], tokenizer_path: Path, out_dir: Path, name: str, split: str = "val",
-                      max_tokens_per_shard: int = 100_000_000, progress: bool = True) -> list[Path]:
-    """Encode user text files (see core.corpus.load_text_documents) with an existing tokenizer into
-    `<out_dir>/<name>_<split>_NNNNNN.bin` shards; returns the shard paths."""
+                      max_tokens_per_shard: int = 100_000_000, progress: bool = True,
+                      documents: list[Document] | None = None) -> list[Path]:
+    """Encode user text files (see core.corpus.load_text_documents), after any given `documents`, with an
+    existing tokenizer into `<out_dir>/<name>_<split>_NNNNNN.bin` shards; returns the shard paths."""
     _check_name(name)
     tok = Tokenizer.load(tokenizer_path)
     t0 = time.perf_counter()
-    docs = load_text_documents([Path(p) for p in paths])
+    docs = list(documents or []) + load_text_documents([Path(p) for p in paths])
     if not docs:
-        raise DataError(f"no non-empty documents in {', '.join(str(p) for p in paths)}")
+        raise DataError(f"no non-empty documents in {', '.join(str(p) for p in paths) or 'the given input'}")
     _log(f"text: {len(docs)} documents, {_nbytes(docs)} bytes in {time.perf_counter() - t0:.1f}s", progress)
     t1 = time.perf_counter()
     tokens = encode_documents(docs, tok)

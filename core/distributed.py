@@ -9,6 +9,7 @@ data or losses: it moves tensors, nothing else.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +22,10 @@ from packer.errors import ConfigError
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# Sessions opened by this process, in order (the same order on every rank). Each session's process group
+# keeps its keys under its own store prefix: torch restarts its own key names after destroy_process_group,
+# and a second group reading the first one's stale addresses from torchrun's store can hang.
+_SESSION_IDS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,8 @@ def local_context(device: str = "auto") -> DistContext:
 
 
 @contextmanager
-def distributed_session(device: str = "auto", environ: Mapping[str, str] | None = None) -> Iterator[DistContext]:
+def distributed_session(device: str = "auto",
+                        environ: Mapping[str, str] | None = None) -> Iterator[DistContext]:
     """Yield this process's DistContext; under torchrun (WORLD_SIZE > 1) initialise the process group (NCCL on
     CUDA, gloo on CPU) first and destroy it on the way out, also when the body raises. A process group that
     already exists (set up by the caller) is reused and left alone."""
@@ -166,7 +172,9 @@ def distributed_session(device: str = "auto", environ: Mapping[str, str] | None 
         torch.cuda.set_device(dev)
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size,
+        store, _, _ = next(dist.rendezvous("env://", rank=env.rank, world_size=env.world_size))
+        store = dist.PrefixStore(f"golfpack_session_{next(_SESSION_IDS)}", store)
+        dist.init_process_group(backend=backend, store=store, rank=env.rank, world_size=env.world_size,
                                 device_id=dev if dev.type == "cuda" else None)
     elif (dist.get_rank(), dist.get_world_size()) != (env.rank, env.world_size):
         raise ConfigError(f"an existing process group has rank {dist.get_rank()} of {dist.get_world_size()} "

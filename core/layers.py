@@ -1,7 +1,8 @@
 """Building blocks of the recurrent core: RMSNorm, rotary embeddings, grouped-KV causal attention, MLP, block.
 
-Attention is split into `keys_values` and `attend` so that the routing rule's extra pass can compute keys and
-values for every position but queries, attention output and MLP for the selected positions only.
+Attention is split into `kv_heads` / `keys_values` and `attend_selected` so that the routing rule's extra
+pass can compute keys and values for every position but queries, attention output and MLP for the selected
+positions only.
 Shapes: B batch, T time, D model width, H heads, G kv heads, E head dim, N selected positions.
 """
 
@@ -46,12 +47,16 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
         self.proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
-    def keys_values(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """xn [B,T,D] -> k, v [B,H,T,E] (RoPE applied to k, kv heads repeated to H)."""
+    def kv_heads(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """xn [B,T,D] -> k, v [B,G,T,E], one per kv head (RoPE applied to k, not repeated)."""
         B, T, _ = xn.shape
         k = self.c_k(xn).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.c_v(xn).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        k = apply_rope(k, cos[:T], sin[:T])
+        return apply_rope(k, cos[:T], sin[:T]), v
+
+    def keys_values(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """xn [B,T,D] -> k, v [B,H,T,E] (RoPE applied to k, kv heads repeated to H)."""
+        k, v = self.kv_heads(xn, cos, sin)
         rep = self.n_heads // self.n_kv_heads
         if rep > 1:
             k = k.repeat_interleave(rep, dim=1)
@@ -66,20 +71,39 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)            # [B,H,T,E]
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
-    def attend_selected(self, xn_sel: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Queries for N selected positions only.
+    def attend_selected(self, xn_sel: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, k: torch.Tensor,
+                        v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        n_slots: int | None = None) -> torch.Tensor:
+        """Queries for N selected positions only, against their own sequence's keys/values.
 
-        xn_sel [N,D] normalized inputs at the selected positions, pos [N] their time index, k/v [N,H,T,E]
-        the keys/values of each selected position's own sequence. Returns the attention output [N,D].
+        xn_sel [N,D] normalized inputs at the selected positions (rows[n], pos[n]); rows must be
+        non-decreasing (row-major order, as `mask.nonzero()` gives). k/v [B,G,T,E] from `kv_heads`, not
+        repeated and not gathered per query: each sequence's queries sit in `n_slots` slots (default: the
+        largest per-sequence count), grouped by kv head, so one attention call over [B,G,rep*S,T] does the
+        work. A fixed `n_slots` keeps every shape independent of how many positions were selected.
+        Returns the attention output [N,D].
         """
         N = xn_sel.shape[0]
-        T = k.shape[2]
-        q = self.c_q(xn_sel).view(N, self.n_heads, 1, self.head_dim)
-        q = apply_rope(q, cos[pos][:, None, None, :], sin[pos][:, None, None, :])
-        allowed = torch.arange(T, device=pos.device)[None, :] <= pos[:, None]   # [N,T] causal: keys <= t
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None, :])  # [N,H,1,E]
-        return self.proj(y.reshape(N, -1))
+        B, G, T, E = k.shape
+        rep = self.n_heads // G
+        counts = torch.bincount(rows, minlength=B)
+        slot = torch.arange(N, device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+        S = int(counts.max()) if n_slots is None else n_slots
+        if N and (S < int(counts.max()) or int(slot.min()) < 0):
+            raise ValueError(f"attend_selected: rows must be non-decreasing and n_slots={S} must cover the "
+                             f"largest per-sequence count {int(counts.max())}")
+        q = self.c_q(xn_sel).view(N, self.n_heads, E)
+        q = apply_rope(q, cos[pos][:, None, :], sin[pos][:, None, :])
+        q_pad = q.new_zeros(B, S, self.n_heads, E)
+        q_pad[rows, slot] = q
+        pos_pad = pos.new_zeros(B, S)                     # padding slots attend to key 0 only; discarded
+        pos_pad[rows, slot] = pos
+        q_pad = q_pad.view(B, S, G, rep, E).permute(0, 2, 3, 1, 4).reshape(B, G, rep * S, E)
+        allowed = torch.arange(T, device=pos.device)[None, None, :] <= pos_pad[:, :, None]   # [B,S,T]
+        mask = allowed[:, None].expand(B, rep, S, T).reshape(B, 1, rep * S, T)
+        y = F.scaled_dot_product_attention(q_pad, k, v, attn_mask=mask)                   # [B,G,rep*S,E]
+        y = y.view(B, G, rep, S, E).permute(0, 3, 1, 2, 4).reshape(B, S, G * rep * E)
+        return self.proj(y[rows, slot])
 
 
 class MLP(nn.Module):
@@ -107,13 +131,14 @@ class Block(nn.Module):
         return h + self.mlp(self.mlp_norm(h))
 
     def forward_selected(self, h: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
-                         cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+                         cos: torch.Tensor, sin: torch.Tensor, n_slots: int | None = None) -> torch.Tensor:
         """The block for selected positions (rows[n], pos[n]) of h [B,T,D]; keys/values from all of h.
 
-        Returns [N,D], equal to forward(h)[rows, pos] up to float rounding.
+        rows non-decreasing (see attend_selected). Returns [N,D], equal to forward(h)[rows, pos] up to
+        float rounding. Only the norm and the K/V projection run for every position.
         """
         xn = self.attn_norm(h)
-        k, v = self.attn.keys_values(xn, cos, sin)                               # [B,H,T,E]
+        k, v = self.attn.kv_heads(xn, cos, sin)                                  # [B,G,T,E]
         h_sel = h[rows, pos]
-        h_sel = h_sel + self.attn.attend_selected(xn[rows, pos], pos, k[rows], v[rows], cos, sin)
+        h_sel = h_sel + self.attn.attend_selected(xn[rows, pos], rows, pos, k, v, cos, sin, n_slots)
         return h_sel + self.mlp(self.mlp_norm(h_sel))

@@ -75,29 +75,41 @@ class RecurrentLM(nn.Module):
             h = self._pass(h, i)
         return self.head(h)
 
-    def forward_exits(self, tokens: torch.Tensor) -> Exits:
+    def states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """States after passes K-1 and K, each [B,T,D], without the head."""
         self._check_tokens(tokens)
         h = self.tok_emb(tokens)
         h_prev = h
         for i in range(self.cfg.n_passes):
             h_prev = h
             h = self._pass(h, i)
+        return h_prev, h
+
+    def forward_exits(self, tokens: torch.Tensor) -> Exits:
+        h_prev, h = self.states(tokens)
         return Exits(h_prev=h_prev, h_k=h, logits=self.head(h))
 
     def extra_pass(self, h_k: torch.Tensor) -> torch.Tensor:
         """Pass K+1 for every position: logits [B,T,V]."""
         return self.head(self._pass(h_k, self.cfg.n_passes))
 
-    def extra_pass_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Pass K+1 for selected positions only: logits [N,V] for (rows[n], pos[n]).
+    def extra_state_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
+                             n_slots: int | None = None) -> torch.Tensor:
+        """State after pass K+1 for selected positions only: [N,D] for (rows[n], pos[n]), rows non-decreasing.
 
         Keys and values come from the pass-K states of all positions (they exist already); queries,
-        attention output, MLP, final norm and head run for the N selected positions alone.
+        attention output and MLP run for the N selected positions alone. `n_slots`: see
+        Block.forward_selected (a fixed value makes the shapes independent of the selection count).
         """
         i = self.cfg.n_passes
         block = self.blocks[self.cfg.block_for_pass(i)]
-        h_sel = block.forward_selected(h_k + self.pass_emb[i], rows, pos, self.rope_cos, self.rope_sin)
-        return self.head(h_sel)
+        return block.forward_selected(h_k + self.pass_emb[i], rows, pos, self.rope_cos, self.rope_sin, n_slots)
+
+    def extra_pass_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
+                            n_slots: int | None = None) -> torch.Tensor:
+        """Pass K+1 for selected positions only: logits [N,V] for (rows[n], pos[n]); final norm and head
+        run for the N selected positions alone."""
+        return self.head(self.extra_state_selected(h_k, rows, pos, n_slots))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

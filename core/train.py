@@ -44,7 +44,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_tokens: int = 32_768
     threads: int | None = None
-    batch_tokens: int | None = None  # global tokens per optimizer step (all ranks); None: batch_size x seq_len
+    batch_tokens: int | None = None  # tokens per optimizer step over all ranks; None: batch_size x seq_len
     max_wallclock_seconds: float | None = None  # hard cap on the loop's wall clock, with steps or alone
     device: str = "auto"  # auto (the local rank's GPU if CUDA is present, else CPU) | cpu | cuda
     compile: bool = False  # torch.compile the loss function (worth it on GPU)
@@ -78,17 +78,19 @@ class TrainConfig:
         if self.batch_tokens is None:
             seqs = self.batch_size
         elif self.batch_tokens % seq_len:
+            near = max(1, self.batch_tokens // seq_len) * seq_len
             raise ConfigError(f"TrainConfig.batch_tokens={self.batch_tokens} is not a multiple of "
-                              f"seq_len={seq_len}; use a multiple such as {max(1, self.batch_tokens // seq_len) * seq_len}")
+                              f"seq_len={seq_len}; use a multiple such as {near}")
         else:
             seqs = self.batch_tokens // seq_len
         if seqs % world_size:
-            raise ConfigError(f"{seqs} sequences per step ({seqs * seq_len} tokens) do not split evenly over "
-                              f"{world_size} ranks; use a batch that is a multiple of {world_size * seq_len} tokens")
+            raise ConfigError(f"{seqs} sequences per step ({seqs * seq_len} tokens) do not split evenly "
+                              f"over {world_size} ranks; use a batch that is a multiple of "
+                              f"{world_size * seq_len} tokens")
         return seqs
 
     def budget_fraction(self, step: int, elapsed_seconds: float) -> float:
-        """How much of the training budget is spent: the largest of the step, time and wall-clock fractions."""
+        """How much of the budget is spent: the largest of the step, time and wall-clock fractions."""
         fracs = [0.0]
         if self.steps is not None:
             fracs.append(step / self.steps)
@@ -106,27 +108,64 @@ class TrainResult:
     seconds: float
     tokens_seen: int
     history: list[dict] = field(default_factory=list)
+    world_size: int = 1
+    device: str = "cpu"
 
 
-def sample_batch(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator):
-    """Random windows: inputs [B,T] and next-token targets [B,T] (int64)."""
+def sample_batch(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator, rank: int = 0,
+                 world_size: int = 1):
+    """Random windows of the global batch: inputs [B/W,T] and next-token targets [B/W,T] (int64).
+
+    Every rank draws the same `batch` window starts from `gen` (seeded alike on all ranks) and keeps rows
+    rank, rank + W, ...: the ranks' rows are disjoint and together are exactly the 1-process batch."""
     if len(tokens) < seq_len + 2:
         raise DataError(f"only {len(tokens)} training tokens; need more than seq_len+1={seq_len + 1}")
-    starts = gen.integers(0, len(tokens) - seq_len - 1, size=batch)
+    starts = gen.integers(0, len(tokens) - seq_len - 1, size=batch)[rank::world_size]
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
     win = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64))
     return win[:, :-1], win[:, 1:]
 
 
-def quick_val_bpb(model: RecurrentLM, val_tokens: np.ndarray, tables, max_tokens: int) -> tuple[float, float]:
-    """(loss nats/token, bpb) on the first `max_tokens` validation targets (all of them if fewer)."""
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; nothing on CPU (the CPU path stays plain float32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def quick_val_bpb(model: RecurrentLM, val_tokens: np.ndarray, tables, max_tokens: int,
+                  ctx: DistContext | None = None) -> tuple[float, float]:
+    """(loss nats/token, bpb) on the first `max_tokens` validation targets (all of them if fewer).
+
+    With a distributed `ctx` each rank scores a contiguous run of the same windows and the sums are
+    all-reduced, so every rank returns the same numbers (equal to one process's up to summation order)."""
     toks = np.asarray(val_tokens[: max_tokens + 1])
-    was = model.training
-    model.eval()
-    nats = score_stream(model, toks, model.cfg.seq_len)
-    model.train(was)
-    nbytes = int(target_byte_counts(toks[:-1], toks[1:], tables).sum())
-    return float(nats.mean()), bits_per_byte(float(nats.sum()), nbytes)
+    L = model.cfg.seq_len
+    n_win = -(-(len(toks) - 1) // L)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    lo, hi = rank * n_win // world * L, min((rank + 1) * n_win // world * L, len(toks) - 1)
+    device = next(model.parameters()).device
+    sums = torch.zeros(3, dtype=torch.float64)  # nats, targets, bytes of this rank's windows
+    if hi > lo:
+        part = toks[lo: hi + 1]
+        was = model.training
+        model.eval()
+        with autocast_for(device):
+            nats = score_stream(lambda x: model(x.to(device)).float().cpu(), part, L)
+        model.train(was)
+        nbytes = int(target_byte_counts(part[:-1], part[1:], tables).sum())
+        sums[:] = torch.tensor([float(nats.sum()), float(len(nats)), float(nbytes)], dtype=torch.float64)
+    if ctx is not None and ctx.distributed:
+        sums = ctx.all_reduce_(sums.to(ctx.device)).cpu()
+    if sums[1] == 0:
+        raise DataError(f"validation split has {len(toks)} tokens; need at least 2 to score")
+    return float(sums[0] / sums[1]), bits_per_byte(float(sums[0]), int(sums[2]))
+
+
+def compute_loss(model: RecurrentLM, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The training objective for one (local) batch: mean next-token cross-entropy (nats), a scalar."""
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
 def lr_at(cfg: TrainConfig, step: int, frac_done: float) -> float:
@@ -136,47 +175,76 @@ def lr_at(cfg: TrainConfig, step: int, frac_done: float) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cos)
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
-          tables, progress: bool = True) -> TrainResult:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    gen = np.random.default_rng(cfg.seed)
-    model = RecurrentLM(model_cfg)
+def make_optimizer(model: RecurrentLM, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; the fused CUDA kernel on GPU, torch's default on CPU."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    budget = cfg.steps if cfg.steps is not None else cfg.train_seconds
-    bar = Progress("train", budget, enabled=progress)
+    fast = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.95), **fast)
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
+          tables, progress: bool = True, ctx: DistContext | None = None) -> TrainResult:
+    """Train from scratch. `ctx` (core/distributed.py) says the rank and device; None = one local process."""
+    ctx = ctx if ctx is not None else local_context(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L = model_cfg.seq_len
+    global_seqs = cfg.global_batch_seqs(L, ctx.world_size)
+    torch.manual_seed(cfg.seed)
+    gen = np.random.default_rng(cfg.seed)
+    model = RecurrentLM(model_cfg).to(ctx.device)
+    params = list(model.parameters())
+    ctx.broadcast_(params)  # every rank starts from rank 0's weights, whatever the initialisation did
+    opt = make_optimizer(model, cfg, ctx.device)
+    loss_fn = torch.compile(compute_loss) if cfg.compile else compute_loss
+    timed = cfg.train_seconds is not None or cfg.max_wallclock_seconds is not None
+    bar = Progress("train", 1.0, enabled=progress and ctx.is_main)
     history: list[dict] = []
+    model.train()
+    if cfg.compile:  # compile before the clock starts; no optimizer step, so the weights are untouched
+        x0 = torch.zeros(global_seqs // ctx.world_size, L, dtype=torch.long, device=ctx.device)
+        with autocast_for(ctx.device):
+            loss_fn(model, x0, x0, cfg).backward()
+        opt.zero_grad(set_to_none=True)
     start = time.perf_counter()
     step, loss_ema = 0, None
-    model.train()
     while True:
         elapsed = time.perf_counter() - start
-        frac = step / cfg.steps if cfg.steps is not None else elapsed / cfg.train_seconds
+        if timed:  # every rank takes the same stop decision and the same learning rate
+            elapsed = ctx.agree_max(elapsed)
+        frac = cfg.budget_fraction(step, elapsed)
         if frac >= 1.0:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step, frac)
-        x, y = sample_batch(train_tokens, cfg.batch_size, model_cfg.seq_len, gen)
-        logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        x, y = sample_batch(train_tokens, global_seqs, L, gen, ctx.rank, ctx.world_size)
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        with autocast_for(ctx.device):
+            loss = loss_fn(model, x, y, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        loss_now = loss.detach().float().reshape(1)
+        if ctx.distributed:  # one flat all-reduce: mean gradients and the mean loss of the global batch
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            ctx.average_([p.grad for p in params] + [loss_now])
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         step += 1
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        row = {"step": step, "seconds": time.perf_counter() - start, "train_loss": loss.item()}
+        loss_val = loss_now.item()
+        loss_ema = loss_val if loss_ema is None else 0.95 * loss_ema + 0.05 * loss_val
+        row = {"step": step, "seconds": time.perf_counter() - start, "train_loss": loss_val}
         if step % cfg.eval_every == 0:
-            row["val_loss"], row["val_bpb"] = quick_val_bpb(model, val_tokens, tables, cfg.eval_tokens)
+            row["val_loss"], row["val_bpb"] = quick_val_bpb(model, val_tokens, tables, cfg.eval_tokens, ctx)
             bar.log(f"step {step}: train loss {loss_ema:.4f}, val loss {row['val_loss']:.4f}, "
                     f"val bpb {row['val_bpb']:.4f}")
         history.append(row)
-        bar.update(step if cfg.steps is not None else row["seconds"], step=step, loss=loss_ema)
+        bar.update(frac, step=step, loss=loss_ema)
     seconds = time.perf_counter() - start
-    bar.update(budget, step=step, loss=loss_ema if loss_ema is not None else float("nan"))
+    bar.update(1.0, step=step, loss=loss_ema if loss_ema is not None else float("nan"))
     model.eval()
-    return TrainResult(model, step, seconds, step * cfg.batch_size * model_cfg.seq_len, history)
+    return TrainResult(model, step, seconds, step * global_seqs * L, history, ctx.world_size, str(ctx.device))

@@ -2,16 +2,19 @@
 
 Reads training tokens from `*_train_*` shards and validation tokens from `*_val_*` shards of a folder (or
 the files given), trains (core/train.py), measures the float model's validation bpb on the whole
-validation split, and saves the checkpoint with its provenance.
+validation split, and saves the checkpoint with its provenance. Runs unchanged under torchrun: the
+process group lives for the job (core/distributed.py), every rank trains and scores its share, and only
+rank 0 writes the checkpoint (the same files as a single process writes) and shows progress.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.checkpoint import save_checkpoint
 from core.config import ModelConfig
+from core.distributed import distributed_session
 from core.shards import find_shards, load_tokens
 from core.tokenizer import Tokenizer
 from core.train import TrainConfig, TrainResult, quick_val_bpb, train
@@ -20,31 +23,41 @@ from packer.errors import ConfigError
 
 @dataclass(frozen=True)
 class TrainJobResult:
-    checkpoint: Path
+    checkpoint: Path | None  # None on ranks other than 0 (they write nothing)
     steps: int
     seconds: float
     tokens_seen: int
     params: int
     val_loss: float
     val_bpb: float
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+    history: list[dict] = field(default_factory=list)  # per-step rows of core/train.py's TrainResult
 
 
 def run_train(data: Path, tokenizer_path: Path, out: Path, model_cfg: ModelConfig, cfg: TrainConfig,
               name: str = "model", progress: bool = True) -> TrainJobResult:
-    tok = Tokenizer.load(tokenizer_path)
-    if tok.vocab_size != model_cfg.vocab_size:
-        raise ConfigError(f"model vocab_size={model_cfg.vocab_size} but tokenizer {tokenizer_path} has "
-                          f"{tok.vocab_size} pieces")
-    train_tokens = load_tokens(find_shards(Path(data), "train"))
-    val_tokens = load_tokens(find_shards(Path(data), "val"))
-    tables = tok.byte_tables()
-    result: TrainResult = train(model_cfg, cfg, train_tokens, val_tokens, tables, progress=progress)
-    val_loss, val_bpb = quick_val_bpb(result.model, val_tokens, tables, len(val_tokens) - 1)
-    meta = {"tokenizer_sha256": tok.sha256, "train": asdict(cfg), "steps": result.steps,
-            "seconds": round(result.seconds, 3), "tokens_seen": result.tokens_seen,
-            "val_loss": val_loss, "val_bpb": val_bpb}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = save_checkpoint(out / name, result.model, model_cfg, meta)
-    return TrainJobResult(path, result.steps, result.seconds, result.tokens_seen,
-                          result.model.num_parameters(), val_loss, val_bpb)
+    with distributed_session(cfg.device) as ctx:
+        tok = Tokenizer.load(tokenizer_path)
+        if tok.vocab_size != model_cfg.vocab_size:
+            raise ConfigError(f"model vocab_size={model_cfg.vocab_size} but tokenizer {tokenizer_path} has "
+                              f"{tok.vocab_size} pieces")
+        train_tokens = load_tokens(find_shards(Path(data), "train"))
+        val_tokens = load_tokens(find_shards(Path(data), "val"))
+        tables = tok.byte_tables()
+        result: TrainResult = train(model_cfg, cfg, train_tokens, val_tokens, tables, progress=progress,
+                                    ctx=ctx)
+        val_loss, val_bpb = quick_val_bpb(result.model, val_tokens, tables, len(val_tokens) - 1, ctx)
+        path = None
+        if ctx.is_main:
+            meta = {"tokenizer_sha256": tok.sha256, "train": asdict(cfg), "steps": result.steps,
+                    "seconds": round(result.seconds, 3), "tokens_seen": result.tokens_seen,
+                    "world_size": ctx.world_size, "device": str(ctx.device),
+                    "val_loss": val_loss, "val_bpb": val_bpb}
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            path = save_checkpoint(out / name, result.model, model_cfg, meta)
+        return TrainJobResult(path, result.steps, result.seconds, result.tokens_seen,
+                              result.model.num_parameters(), val_loss, val_bpb, ctx.rank, ctx.world_size,
+                              str(ctx.device), result.history)

@@ -1,7 +1,10 @@
-"""Counting the code a scorer must ship beside the artifact: files concatenated, compressed with lzma.
+"""Counting the code a scorer must ship beside the artifact.
 
 By default the golfpack runtime modules needed to read and run an artifact (RUNTIME_MODULES, relative to
-the repository/site root that holds the packages). The count is exact for the given files.
+the repository/site root that holds the packages), concatenated and compressed with lzma: what a
+self-extracting decoder of them would need. Files the user names are counted as they are shipped, byte for
+byte (Parameter Golf counts a submission script's size; `golfpack export-submission` writes one whose
+code is already lzma + base85 self-extracting). Both counts are exact for the given files.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ RUNTIME_MODULES = (
     "packer/codecs.py", "packer/reader.py",
     "quant/__init__.py", "quant/primitives.py", "quant/formats.py",
     "core/__init__.py", "core/config.py", "core/layers.py", "core/model.py",
+    "core/pgolf_model.py", "core/families.py",
     "verify/__init__.py", "verify/load.py",
 )
 CODE_ROOT = Path(__file__).resolve().parent.parent
@@ -31,13 +35,19 @@ class CodeCount:
 
 
 def count_code(files: list[Path] | None = None) -> CodeCount:
-    """lzma (preset 9e, xz container) of the files' bytes, each preceded by its name and length."""
-    if files is None:
-        paths = [CODE_ROOT / rel for rel in RUNTIME_MODULES]
-        names = list(RUNTIME_MODULES)
-    else:
+    """Runtime modules: lzma (preset 9e, xz container) of their bytes, each preceded by its name and length.
+    Named files: the sum of their sizes, as shipped."""
+    if files is not None:
         paths = [Path(f) for f in files]
-        names = [str(p) for p in paths]
+        sizes = []
+        for path in paths:
+            try:
+                sizes.append(len(path.read_bytes()))
+            except OSError as exc:
+                raise UsageError(f"cannot read code file {path} to count its bytes: {exc.strerror}") from None
+        return CodeCount(tuple(str(p) for p in paths), sum(sizes), sum(sizes), "files as shipped")
+    paths = [CODE_ROOT / rel for rel in RUNTIME_MODULES]
+    names = list(RUNTIME_MODULES)
     blob = bytearray()
     for name, path in zip(names, paths):
         try:

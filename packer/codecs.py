@@ -79,11 +79,27 @@ def _zstd_encode(raw: bytes, params: dict) -> bytes:
     return cctx.compress(raw)
 
 
+DECODE_CHUNK_BYTES = 1 << 20
+
+
 def _zstd_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
+    # Streamed in bounded chunks: memory follows the real output, never the raw_len a file claims (a one-shot
+    # decompress(max_output_size=raw_len) allocates raw_len up front). Output past raw_len, or bytes after
+    # the frame, are errors, so the stored bytes have exactly one meaning.
+    chunks, got = [], 0
     try:
-        return zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_len)
+        reader = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=False)
+        while got <= raw_len:
+            chunk = reader.read(min(DECODE_CHUNK_BYTES, raw_len + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
     except zstandard.ZstdError as exc:
         raise CodecError(f"zstd payload is corrupt: {exc}") from None
+    if got > raw_len:
+        raise CodecError(f"zstd payload decodes to more than the declared {raw_len} bytes")
+    return b"".join(chunks)
 
 
 # --- lzma (raw xz filter chain, no container overhead) -----------------------------------------------------
@@ -98,11 +114,25 @@ def _lzma_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
     try:
         dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
         out = dec.decompress(stored, max_length=raw_len)
+        if len(out) == raw_len and not dec.eof and dec.decompress(b"", max_length=1):
+            raise CodecError(f"lzma payload decodes to more than the declared {raw_len} bytes")
     except lzma.LZMAError as exc:
         raise CodecError(f"lzma payload is corrupt: {exc}") from None
+    if not dec.eof:   # the stream must end exactly: one meaning per stored byte, nothing ignored
+        raise CodecError("lzma payload ends before its end-of-stream marker (truncated or corrupt)")
+    if dec.unused_data:
+        raise CodecError(f"lzma payload has {len(dec.unused_data)} bytes after its end-of-stream marker")
     return out
 
 
 register("raw", _raw_encode, _raw_decode)
 register("zstd", _zstd_encode, _zstd_decode)
 register("lzma", _lzma_encode, _lzma_decode)
+
+
+# --- entropy-model and brotli codecs (packer/ans_codec.py) -------------------------------------------------
+from packer import ans_codec  # noqa: E402  (imported last: it needs nothing from this module)
+
+register("ans", ans_codec.ans_encode, ans_codec.ans_decode)
+register("brotli", ans_codec.brotli_encode, ans_codec.brotli_decode)
+register("brotli-shuffle", ans_codec.brotli_shuffle_encode, ans_codec.brotli_shuffle_decode)

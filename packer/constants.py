@@ -27,5 +27,13 @@ MAX_TOTAL_RAW_BYTES = 1 << 34         # decoded size of all sections together
 DTYPES = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4}
 
 # Tensor storage formats the reader accepts (quant/formats.py implements each; a test keeps them in step).
+# Integer formats: `int<b>_row` (one fp16 scale per row) and `int<b>_g<n>` (one per group of n values of a
+# row), b = 3..8; `ternary_row` / `ternary_g<n>` (codes -1/0/1, absmean scale); `nf4_g<n>` (bitsandbytes NF4,
+# n values per fp16 absmax block of the flattened tensor). FORMAT.md "Tensor formats" defines each.
+GROUP_SIZES = (32, 64, 128, 256)
 TENSOR_FORMATS = frozenset({"fp32", "fp16", "bf16", "int8_row", "int7_row", "int6_row", "int5_row",
-                            "int4_row", "int3_row"})
+                            "int4_row", "int3_row", "ternary_row"}
+                           | {f"int{b}_g{n}" for b in range(3, 9) for n in GROUP_SIZES}
+                           | {f"ternary_g{n}" for n in GROUP_SIZES} | {f"nf4_g{n}" for n in GROUP_SIZES})
+# How a tensor's scales were chosen (manifest tensor entry `scale`, informative): FORMAT.md lists them.
+SCALE_METHODS = frozenset({"absmax", "clip_search", "sdclip", "absmean", "gptq"})

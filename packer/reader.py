@@ -1,14 +1,20 @@
 """Read an artifact. The single gate: every structural check happens here, before any section is decoded.
 
-Order: size floor, magic, version, manifest length bound, whole-file SHA-256 (on mismatch, per-section CRC32
-names the damaged section), manifest JSON + schema, section table tiling the payload exactly, codec names.
-Decoding a section is bounded by its declared raw length, and the element count x element size of typed
-sections is checked against it. Must not import torch.
+Every file is hostile. Order (FORMAT.md "Reading" lists each rejection and its error class): size floor,
+magic, version, manifest length bound, whole-file SHA-256 (on mismatch, per-section CRC32 names the damaged
+section), manifest JSON + canonical form + schema (packer.manifest: types, ranges, names, codec and tensor
+format names against the registries, element counts x element sizes against declared lengths), section
+table tiling the payload exactly, per-section CRC32. Nothing is allocated from a size the file merely
+claims: every claimed size is checked against the limits and the actual bytes first. Decoding a section is
+bounded by its declared raw length, and any failure of a codec surfaces as CodecError. Must not import
+torch; never unpickles or executes anything from the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -18,8 +24,11 @@ import numpy as np
 
 from packer import codecs
 from packer import constants as C
-from packer.errors import ChecksumError, FormatError
+from packer.errors import (ChecksumError, CodecError, FormatError, GolfpackError, MagicError, ManifestError,
+                           SectionTableError, TruncatedError, VersionError)
 from packer.manifest import decode_manifest
+
+MIN_FILE_BYTES = C.HEADER_BYTES + C.TRAILER_BYTES
 
 
 @dataclass(frozen=True)
@@ -64,95 +73,120 @@ class Artifact:
     def section(self, name: str) -> SectionEntry:
         try:
             return self.by_name[name]
-        except KeyError:
-            raise FormatError(f"{self.source}: no section named {name!r}") from None
+        except (KeyError, TypeError):
+            raise FormatError(f"{self.source}: no section named {name!r:.80}") from None
 
     def stored(self, name: str) -> bytes:
         s = self.section(name)
         return self._data[s.offset:s.offset + s.stored_bytes]
 
     def raw(self, name: str) -> bytes:
+        """The section's decoded bytes: exactly raw_bytes of them, or CodecError."""
         s = self.section(name)
-        return codecs.decode(s.codec, self.stored(name), s.raw_bytes, s.params)
+        try:
+            return codecs.decode(s.codec, self.stored(name), s.raw_bytes, s.params)
+        except GolfpackError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a codec library's own error on hostile bytes is still ours
+            raise CodecError(f"{self.source}: section {name!r} (codec {s.codec!r}, offset {s.offset}) cannot be "
+                             f"decoded: {type(exc).__name__}: {exc}") from None
 
     def array(self, name: str) -> np.ndarray:
+        """The section as a little-endian array of its declared dtype and shape (read-only)."""
         s = self.section(name)
         dtype, shape = s.params.get("dtype"), s.params.get("shape")
         if dtype is None:
             raise FormatError(f"{self.source}: section {name!r} declares no dtype/shape; it is not an array")
-        raw = self.raw(name)
+        raw = self.raw(name)   # exactly elements x element size bytes: the gate checked raw_bytes
         if dtype == "bfloat16":
             bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
             return bits.view(np.float32).reshape(shape)
-        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+        try:
+            np_dtype = np.dtype(dtype).newbyteorder("<")
+        except TypeError:
+            raise FormatError(f"{self.source}: section {name!r} has dtype {dtype!r}, which has no numpy "
+                              f"array type; decode it with its tensor format") from None
+        return np.frombuffer(raw, dtype=np_dtype).reshape(shape)
 
 
 def read_artifact(source: Path | bytes) -> Artifact:
+    """Read and validate an artifact from a path (a regular file) or from bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, where = bytes(source), "<bytes>"
-    else:
-        where = str(source)
-        try:
-            data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise FormatError(f"{where}: no such file") from None
-        except IsADirectoryError:
-            raise FormatError(f"{where}: is a folder, not an artifact file") from None
+        return parse_artifact(source, "<bytes>")
+    where = str(source)
+    try:   # non-blocking open, so a pipe named as an artifact cannot hang the reader before the check below
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FormatError(f"{where}: is not a regular file (a folder, device or pipe); an artifact is one "
+                              f".gpk file")
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FormatError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise FormatError(f"{where}: cannot read the file: {exc.strerror or exc}") from None
     return parse_artifact(data, where)
 
 
 def parse_artifact(data: bytes, where: str = "<bytes>") -> Artifact:
+    """Validate artifact bytes completely (FORMAT.md "Reading", in that order); decode nothing."""
+    data = bytes(data)
     n = len(data)
-    if n < C.HEADER_BYTES + C.TRAILER_BYTES:
-        raise FormatError(f"{where}: {n} bytes is too short for a golfpack artifact "
-                          f"(at least {C.HEADER_BYTES + C.TRAILER_BYTES})")
+    if n < MIN_FILE_BYTES:
+        raise TruncatedError(f"{where}: {n} bytes is too short for a golfpack artifact (at least "
+                             f"{MIN_FILE_BYTES}: header {C.HEADER_BYTES} + trailer {C.TRAILER_BYTES})")
     if data[:4] != C.MAGIC:
-        raise FormatError(f"{where}: not a golfpack artifact (magic {data[:4]!r} at offset 0, "
-                          f"expected {C.MAGIC!r})")
+        raise MagicError(f"{where}: not a golfpack artifact (magic {data[:4]!r} at offset 0, expected "
+                         f"{C.MAGIC!r})")
     major, minor, mlen = struct.unpack_from("<BBI", data, 4)
     if (major, minor) not in C.SUPPORTED_VERSIONS:
-        raise FormatError(f"{where}: format version {major}.{minor} at offset 4 is not supported; this golfpack "
-                          f"reads {sorted(C.SUPPORTED_VERSIONS)}")
+        raise VersionError(f"{where}: format version {major}.{minor} at offset 4 is not supported; this "
+                           f"golfpack reads {sorted(C.SUPPORTED_VERSIONS)}")
     if mlen > C.MAX_MANIFEST_BYTES:
-        raise FormatError(f"{where}: manifest length {mlen} at offset 6 exceeds the {C.MAX_MANIFEST_BYTES}-byte cap")
+        raise ManifestError(f"{where}: manifest_len {mlen} at offset 6 exceeds the {C.MAX_MANIFEST_BYTES}-byte "
+                            f"cap")
     payload_start = C.HEADER_BYTES + mlen
     payload_end = n - C.TRAILER_BYTES
     if payload_start > payload_end:
-        raise FormatError(f"{where}: manifest length {mlen} at offset 6 runs past the end of the "
-                          f"{n}-byte file (truncated?)")
-    body = data[:payload_end]
-    if hashlib.sha256(body).digest() != data[payload_end:]:
+        raise TruncatedError(f"{where}: manifest_len {mlen} at offset 6 runs past the end of the {n}-byte file "
+                             f"(needs at least {payload_start + C.TRAILER_BYTES}; truncated?)")
+    view = memoryview(data)
+    if hashlib.sha256(view[:payload_end]).digest() != data[payload_end:]:
         raise ChecksumError(f"{where}: SHA-256 of the file does not match its trailer at offset {payload_end}: "
-                            f"the file is corrupted or truncated{_damaged_hint(data, payload_start, mlen)}")
-    manifest = decode_manifest(data[C.HEADER_BYTES:payload_start])
+                            f"the file is corrupted or truncated{_damaged_hint(data, payload_start)}")
+    manifest = decode_manifest(view[C.HEADER_BYTES:payload_start])
     sections = _section_table(manifest["sections"], payload_start, payload_end, where)
     for s in sections:
-        if zlib.crc32(data[s.offset:s.offset + s.stored_bytes]) != s.crc32:
-            raise ChecksumError(f"{where}: CRC32 of section {s.name!r} (offset {s.offset}) does not match")
-        codecs.get(s.codec)  # unknown codec names are rejected here, by name
+        crc = zlib.crc32(view[s.offset:s.offset + s.stored_bytes])
+        if crc != s.crc32:
+            raise ChecksumError(f"{where}: CRC32 of section {s.name!r} (file offset {s.offset}, "
+                                f"{s.stored_bytes} bytes) is {crc:#010x}, the table says {s.crc32:#010x}")
     layout = Layout(C.HEADER_BYTES, mlen, payload_end - payload_start, C.TRAILER_BYTES, n)
     return Artifact(data, manifest, sections, layout, (major, minor), where)
 
 
 def _section_table(table: list[dict], payload_start: int, payload_end: int, where: str) -> list[SectionEntry]:
+    """Sections tile the payload: first at 0, each where the previous ends, the last at its end."""
+    payload = payload_end - payload_start
     out, expected = [], 0
     for s in table:
         if s["offset"] != expected:
-            raise FormatError(f"{where}: section {s['name']!r} starts at payload offset {s['offset']}, expected "
-                              f"{expected}: sections must tile the payload with no gap or overlap")
-        expected = s["offset"] + s["stored_bytes"]
-        if expected > payload_end - payload_start:
-            raise FormatError(f"{where}: section {s['name']!r} ends at payload offset {expected}, past the "
-                              f"payload's {payload_end - payload_start} bytes")
+            raise SectionTableError(f"{where}: section {s['name']!r} starts at payload offset {s['offset']}, "
+                                    f"expected {expected}: sections must tile the payload with no gap or overlap")
+        if s["stored_bytes"] > payload - expected:      # compare before adding: no sum beyond the payload
+            raise SectionTableError(f"{where}: section {s['name']!r} ({s['stored_bytes']} stored bytes at "
+                                    f"payload offset {expected}) runs past the payload's {payload} bytes")
+        expected += s["stored_bytes"]
         out.append(SectionEntry(s["name"], s["codec"], s["params"], payload_start + s["offset"],
                                 s["stored_bytes"], s["raw_bytes"], s["crc32"]))
-    if expected != payload_end - payload_start:
-        raise FormatError(f"{where}: sections cover {expected} payload bytes but the payload has "
-                          f"{payload_end - payload_start}: unaccounted bytes")
+    if expected != payload:
+        raise SectionTableError(f"{where}: sections cover {expected} payload bytes but the payload has "
+                                f"{payload}: {payload - expected} bytes are unaccounted for")
     return out
 
 
-def _damaged_hint(data: bytes, payload_start: int, mlen: int) -> str:
+def _damaged_hint(data: bytes, payload_start: int) -> str:
     """Best effort: name the first section whose CRC32 fails, if the manifest itself still parses."""
     try:
         manifest = decode_manifest(data[C.HEADER_BYTES:payload_start])
@@ -161,5 +195,5 @@ def _damaged_hint(data: bytes, payload_start: int, mlen: int) -> str:
             if zlib.crc32(data[a:a + s["stored_bytes"]]) != s["crc32"]:
                 return f" (section {s['name']!r} fails its CRC32)"
         return ""
-    except Exception:  # noqa: BLE001 - only a hint; the checksum error stands either way
-        return ""
+    except GolfpackError:   # only a hint; the checksum error stands either way
+        return " (the manifest itself is damaged)"

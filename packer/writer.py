@@ -18,6 +18,7 @@ from packer import constants as C
 from packer.atomic import refuse_same_path, write_bytes_atomic
 from packer.errors import FormatError
 from packer.manifest import encode_manifest, validate_manifest
+from packer.reader import parse_artifact
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def build_artifact(body: dict, sections: list[SectionSpec]) -> bytes:
 
 
 def write_artifact(path: Path, data: bytes, inputs: list[Path] = ()) -> None:
-    """Write atomically; refuse to overwrite any of the inputs."""
+    """Write atomically; refuse to overwrite any of the inputs, and refuse bytes the reader would reject.
+
+    The temporary file lives in the destination folder and is fsynced before it is renamed over `path`, so
+    an existing file there is replaced only by a complete, valid artifact (packer.atomic).
+    """
     refuse_same_path(path, list(inputs))
+    parse_artifact(data, f"artifact about to be written to {path}")
     write_bytes_atomic(path, data)

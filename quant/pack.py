@@ -1,13 +1,15 @@
 """The pack pipeline: checkpoint tensors -> per-tensor formats -> sections -> one artifact, under a budget.
 
-This module decides formats (a fixed default plan in this version), encodes tensors through quant.formats,
-picks for each section the smaller of the chosen codec and raw storage, and builds the manifest. It refuses
-to return an artifact whose counted total (file + code) exceeds the budget.
+This module owns the default plan, the section layout of an encoded tensor (the smaller of the chosen codec
+and raw storage), aliases for exact duplicates (quant/tying.py), the manifest, and the budget check: it
+refuses to return an artifact whose counted total (file + code) exceeds the budget. Encodings come from
+quant/candidates.py (best scale method per tensor); calibration, the budget planner and explicit plans are
+wired together in quant/pipeline.py, which pack_checkpoint_file calls.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from packer import codecs
 from packer import constants as C
 from packer.code_bytes import CodeCount, count_code
 from packer.errors import BudgetError, ConfigError
+from packer.reader import parse_artifact
 from packer.writer import SectionSpec, build_artifact
 from quant import formats
 
@@ -29,6 +32,12 @@ class PackOptions:
     codec: str = "zstd"
     zstd_level: int = 22
     budget_bytes: int = 16_000_000
+    scale_method: str = "best"        # "best" (least error among those that apply) or one of SCALE_METHODS
+    sdclip_k: float | None = None     # SDClip's k; None: quant.primitives.SDCLIP_K for the bit width
+    gptq_damp: float = 0.01           # GPTQ dampening (fraction of mean diag H)
+    gptq_block: int = 128             # GPTQ columns per block
+    gptq_act_order: bool = True       # GPTQ in order of decreasing diag H
+    dedup: bool = True                # exact duplicate tensors stored once (manifest aliases)
 
     def __post_init__(self) -> None:
         for name in ("embed_format", "matrix_format", "control_format"):
@@ -39,6 +48,14 @@ class PackOptions:
             raise ConfigError(f"PackOptions.zstd_level={self.zstd_level}: must be 1..22")
         if self.budget_bytes <= 0:
             raise ConfigError(f"PackOptions.budget_bytes={self.budget_bytes}: must be positive")
+        if self.scale_method != "best" and self.scale_method not in C.SCALE_METHODS:
+            raise ConfigError(f"PackOptions.scale_method={self.scale_method!r}: must be 'best' or one of "
+                              f"{sorted(C.SCALE_METHODS)}")
+        if self.sdclip_k is not None and not self.sdclip_k > 0:
+            raise ConfigError(f"PackOptions.sdclip_k={self.sdclip_k}: must be positive")
+        if not 0 <= self.gptq_damp < 10 or self.gptq_block < 1:
+            raise ConfigError(f"PackOptions.gptq_damp={self.gptq_damp}, gptq_block={self.gptq_block}: need "
+                              f"0 <= damp < 10 and block >= 1")
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,10 @@ class PackResult:
     total_bytes: int
     budget_bytes: int
     plan: dict[str, str]
+    scales: dict[str, str] = field(default_factory=dict)       # tensor -> scale method (integer formats)
+    aliases: dict[str, str] = field(default_factory=dict)      # alias -> stored tensor
+    encoded: dict = field(default_factory=dict, repr=False)    # tensor -> quant.formats.Encoded
+    report: dict = field(default_factory=dict)                 # calibration / planner facts, JSON-able
 
 
 def is_embedding(name: str) -> bool:
@@ -56,10 +77,13 @@ def is_embedding(name: str) -> bool:
 
 
 CONTROL_TENSORS = ("pass_emb",)   # per-pass parameters: tiny, and every pass reads them
+# Parameter Golf's control tensors (train_gpt.py CONTROL_TENSOR_NAME_PATTERNS): 2-D ones too (resid_mix,
+# skip_weights) scale whole residual streams and are tiny, so they stay float.
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 
 
 def is_control(name: str, shape: tuple[int, ...]) -> bool:
-    return len(shape) < 2 or name in CONTROL_TENSORS
+    return len(shape) < 2 or name in CONTROL_TENSORS or any(p in name for p in CONTROL_PATTERNS)
 
 
 def default_plan(shapes: dict[str, tuple[int, ...]], opts: PackOptions) -> dict[str, str]:
@@ -81,7 +105,13 @@ def _codec_params(opts: PackOptions) -> dict:
 
 def tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) -> tuple[dict, list[SectionSpec]]:
     """Manifest entry and sections for one encoded tensor."""
-    specs, roles = [], {}
+    entry, specs, _ = sized_tensor_sections(name, enc, opts)
+    return entry, specs
+
+
+def sized_tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) -> tuple[dict, list[SectionSpec], int]:
+    """tensor_sections plus the payload bytes its sections will occupy (exactly what the writer stores)."""
+    specs, roles, stored_bytes = [], {}, 0
     for role in sorted(enc.arrays):
         arr = np.ascontiguousarray(enc.arrays[role])
         params = {"dtype": formats.section_dtype(arr, enc.format, role), "shape": list(arr.shape)}
@@ -89,28 +119,58 @@ def tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) -> tuple
             params["bits"] = enc.bits
         raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         sec_name = f"{name}/{role}"
-        specs.append(best_section(sec_name, raw, params, opts))
+        spec, n = sized_section(sec_name, raw, params, opts)
+        specs.append(spec)
+        stored_bytes += n
         roles[role] = sec_name
-    return {"format": enc.format, "sections": roles}, specs
+    entry = {"format": enc.format, "sections": roles}
+    if enc.scale is not None:
+        entry["scale"] = enc.scale
+    return entry, specs, stored_bytes
 
 
 def best_section(name: str, raw: bytes, params: dict, opts: PackOptions) -> SectionSpec:
     """The smaller of the chosen codec and raw storage (ties go to raw: it decodes fastest)."""
+    return sized_section(name, raw, params, opts)[0]
+
+
+def sized_section(name: str, raw: bytes, params: dict, opts: PackOptions) -> tuple[SectionSpec, int]:
+    """best_section and the number of bytes it stores."""
     cp = dict(params, **_codec_params(opts))
     stored = codecs.encode(opts.codec, raw, cp)
     if len(stored) < len(raw):
-        return SectionSpec(name, raw, opts.codec, cp)
-    return SectionSpec(name, raw, "raw", dict(params))
+        return SectionSpec(name, raw, opts.codec, cp), len(stored)
+    return SectionSpec(name, raw, "raw", dict(params)), len(raw)
 
 
 def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
-                 plan: dict[str, str] | None = None, code: CodeCount | None = None) -> PackResult:
-    """Pack float tensors (name -> array) with manifest fields `body` (model, routing, tokenizer...)."""
+                 plan: dict[str, str] | None = None, code: CodeCount | None = None, *,
+                 encoded: dict[str, formats.Encoded] | None = None, aliases: dict[str, str] | None = None,
+                 hessians: dict | None = None) -> PackResult:
+    """Pack float tensors (name -> array) with manifest fields `body` (model, routing, tokenizer...).
+
+    `encoded` gives ready encodings (e.g. the planner's) for some tensors; the others are encoded in their
+    plan format with the best scale method (GPTQ where `hessians` has the tensor's input Hessian).
+    `aliases` (alias -> stored name) default to the exact duplicates when opts.dedup.
+    """
+    from quant.candidates import best_candidate
+    from quant.tying import find_duplicates
+
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    plan = dict(plan or default_plan(shapes, opts))
+    plan = {**default_plan(shapes, opts), **(plan or {})}
+    if aliases is None:
+        aliases = find_duplicates(tensors) if opts.dedup else {}
+    encoded = dict(encoded or {})
     entries, specs = [], []
     for name in sorted(tensors):
-        enc = formats.encode(tensors[name], plan[name])
+        if name in aliases:
+            entries.append({"name": name, "shape": list(shapes[name]), "alias_of": aliases[name]})
+            plan[name] = plan[aliases[name]]
+            continue
+        enc = encoded.get(name)
+        if enc is None or enc.format != plan[name]:
+            enc = best_candidate(name, tensors[name], plan[name], (hessians or {}).get(name), opts).enc
+        encoded[name] = enc
         entry, secs = tensor_sections(name, enc, opts)
         entries.append({"name": name, "shape": list(shapes[name]), **entry})
         specs.extend(secs)
@@ -120,12 +180,16 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
     code = code or count_code()
     total = len(data) + code.compressed_bytes
     if total > opts.budget_bytes:
-        biggest = sorted(((len(s.raw), s.name) for s in specs), reverse=True)[:3]
+        stored = {s.name: s.stored_bytes for s in parse_artifact(data).sections}
+        per_tensor = {e["name"]: sum(stored[sec] for sec in e["sections"].values()) for e in entries
+                      if "sections" in e}
+        biggest = sorted(((b, n) for n, b in per_tensor.items()), reverse=True)[:3]
         raise BudgetError(f"artifact {len(data)} B + code {code.compressed_bytes} B = {total} B exceeds the "
-                          f"budget {opts.budget_bytes} B by {total - opts.budget_bytes} B; largest sections "
-                          f"(raw bytes): {', '.join(f'{n} {b}' for b, n in biggest)}; use lower-bit formats "
-                          f"or a larger --budget-bytes")
-    return PackResult(data, len(data), code, total, opts.budget_bytes, plan)
+                          f"budget {opts.budget_bytes} B by {total - opts.budget_bytes} B; largest tensors "
+                          f"(stored bytes): {', '.join(f'{n} {b} B' for b, n in biggest)}; use lower-bit "
+                          f"formats or a larger --budget-bytes")
+    return PackResult(data, len(data), code, total, opts.budget_bytes, plan,
+                      {n: e.scale for n, e in encoded.items() if e.scale is not None}, dict(aliases), encoded)
 
 
 def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions) -> PackResult:
@@ -133,13 +197,16 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions) -> PackResult:
     from pathlib import Path
 
     from core.checkpoint import checkpoint_paths, load_checkpoint
+    from packer.atomic import refuse_same_path
     from packer.writer import write_artifact
 
+    inputs = [Path(ckpt_path), *checkpoint_paths(Path(ckpt_path))]
+    refuse_same_path(Path(out_path), inputs)          # before any work: the output must not be an input
     ckpt = load_checkpoint(Path(ckpt_path))
     tensors = {k: v.detach().float().numpy() for k, v in ckpt.tensors.items()}
     body = {"model": {"family": "recurrent", "config": ckpt.config.to_dict()},
             "routing": {"policy": "uniform", "passes": ckpt.config.n_passes},
             "tokenizer": {"sha256": ckpt.meta.get("tokenizer_sha256"), "vocab_size": ckpt.config.vocab_size}}
     result = pack_tensors(tensors, body, opts)
-    write_artifact(Path(out_path), result.data, inputs=list(checkpoint_paths(Path(ckpt_path))))
+    write_artifact(Path(out_path), result.data, inputs=inputs)
     return result

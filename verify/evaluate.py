@@ -1,7 +1,8 @@
 """Loss and bits per byte of a model on a token stream, Parameter Golf's way.
 
-Non-overlapping windows of the model's context over the whole stream: every target token (positions 1..N-1)
-is scored exactly once; the last window may be shorter. bpb uses the tokenizer's byte tables (core/bpb.py).
+Non-overlapping windows of the model's context over the whole stream (or sliding windows advanced by a
+stride, core/scoring.py): every target token (positions 1..N-1) is scored exactly once; the last window may
+be shorter. bpb uses the tokenizer's byte tables (core/bpb.py).
 Also the unigram floor: a unigram model fitted on training-token counts (add-one smoothing).
 """
 
@@ -34,10 +35,11 @@ class EvalResult:
 
 
 def evaluate(logits_fn: LogitsFn, tokens: np.ndarray, tables, seq_len: int, batch_size: int = 32,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, stride: int | None = None) -> EvalResult:
+    """Loss and bpb over every target; `stride` selects sliding-window scoring (None: non-overlapping)."""
     tokens = np.asarray(tokens)
     t0 = time.perf_counter()
-    nats = score_stream(logits_fn, tokens, seq_len, batch_size, progress)
+    nats = score_stream(logits_fn, tokens, seq_len, batch_size, progress, stride=stride)
     seconds = time.perf_counter() - t0
     nbytes = target_byte_counts(tokens[:-1], tokens[1:], tables).astype(np.int64)
     total_bytes = int(nbytes.sum())

@@ -1,7 +1,9 @@
-"""The `verify` job: read an artifact, rebuild its model, score validation tokens, compare with a reference.
+"""The `verify` job: read an artifact, rebuild its model, score validation tokens, compare with references.
 
-Data may be a shard file, a folder of shards (its `*_val_*.bin` files; `*_train_*.bin` there feed the
-unigram floor), or text files encoded with the given tokenizer.
+The artifact may also be a checkpoint evaluated as it is (verify/targets.py), and so may each reference;
+every row of a comparison uses the same tokens, context length and window protocol. Data may be a shard
+file, a folder of shards (its `*_val_*.bin` files, e.g. Parameter Golf's `fineweb_val_*.bin`; `*_train_*.bin`
+there feed the unigram floor), or text files encoded with the given tokenizer.
 """
 
 from __future__ import annotations
@@ -10,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import load_checkpoint
 from core.corpus import load_text_documents
-from core.model import RecurrentLM
 from core.shards import encode_documents, find_shards, load_tokens
+from core.sources import PGolfOptions
 from core.tokenizer import Tokenizer
 from packer.errors import DataError, UsageError
-from packer.reader import read_artifact
 from verify.evaluate import evaluate, unigram_bpb
-from verify.load import build_model
+from verify.targets import EvalTarget, check_tokenizer, check_tokens, context_length, open_target
 
 
 def load_eval_tokens(data: list[Path], tok: Tokenizer) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -40,31 +40,54 @@ def load_eval_tokens(data: list[Path], tok: Tokenizer) -> tuple[np.ndarray, np.n
     return encode_documents(docs, tok), None, f"{len(docs)} text document(s)"
 
 
-def _logits_fn(model: RecurrentLM):
+def _logits_fn(model):
     return lambda x: model(x)
 
 
-def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference: Path | None = None,
-                    batch_size: int = 32, progress: bool = True) -> dict:
-    art = read_artifact(Path(artifact))
+def _references(reference) -> list[Path]:
+    if reference is None:
+        return []
+    if isinstance(reference, (str, Path)):
+        return [Path(reference)]
+    return [Path(r) for r in reference]
+
+
+def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference=None,
+                    batch_size: int = 32, progress: bool = True, *, seq_len: int | None = None,
+                    stride: int | None = None, pgolf: PGolfOptions = PGolfOptions()) -> dict:
+    """Score `artifact` (or a checkpoint) and each reference (a path or a list of paths) on the same tokens.
+
+    `seq_len`: the context (pgolf default 1024; recurrent: its own). `stride`: sliding-window scoring.
+    """
+    target = open_target(Path(artifact), pgolf)
     tok = Tokenizer.load(Path(tokenizer))
-    want = art.manifest["tokenizer"].get("sha256")
-    if want and want != tok.sha256:
-        raise UsageError(f"tokenizer {tokenizer} (sha256 {tok.sha256[:12]}…) is not the one the artifact was "
-                         f"packed for (sha256 {want[:12]}…); pass the matching --tokenizer")
-    model = build_model(art)
+    check_tokenizer(target, tok)
     val, train, described = load_eval_tokens(data, tok)
+    check_tokens(target, val)
+    context = context_length(target, seq_len)
     tables = tok.byte_tables()
-    res = evaluate(_logits_fn(model), val, tables, model.cfg.seq_len, batch_size, progress)
-    report = {"artifact": str(artifact), "sha256": art.sha256, "data": described,
-              "routing": art.manifest["routing"], **res.summary()}
+    res = evaluate(_logits_fn(target.model), val, tables, context, batch_size, progress, stride=stride)
+    report = {"artifact": str(artifact), "kind": target.kind, "family": target.family, **target.info,
+              "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary()}
+    report.setdefault("sha256", None)
     report["unigram_bpb"] = (unigram_bpb(train, val, tables, tok.vocab_size) if train is not None else None)
-    if reference is not None:
-        ckpt = load_checkpoint(Path(reference))
-        ref_model = RecurrentLM(ckpt.config)
-        ref_model.load_state_dict(ckpt.tensors, strict=True)
-        ref_model.eval()
-        ref = evaluate(_logits_fn(ref_model), val, tables, ckpt.config.seq_len, batch_size, progress)
-        report["reference"] = {"checkpoint": str(reference), **ref.summary()}
-        report["quantization_gap_bpb"] = res.val_bpb - ref.val_bpb
+    rows = []
+    for ref_path in _references(reference):
+        ref_target = open_target(ref_path, pgolf, target.config if target.family == "pgolf" else None)
+        rows.append(_reference_row(ref_target, tok, val, tables, context_length(ref_target, context), res,
+                                   batch_size, progress, stride))
+    if rows:
+        report["references"] = rows
+        report["reference"] = rows[0]
+        report["quantization_gap_bpb"] = rows[0]["gap_bpb"]
     return report
+
+
+def _reference_row(ref: EvalTarget, tok: Tokenizer, val: np.ndarray, tables, context: int, res,
+                   batch_size: int, progress: bool, stride: int | None) -> dict:
+    check_tokenizer(ref, tok)
+    check_tokens(ref, val)
+    got = evaluate(_logits_fn(ref.model), val, tables, context, batch_size, progress, stride=stride)
+    return {"checkpoint": str(ref.path), "kind": ref.kind, "family": ref.family,
+            **{k: v for k, v in ref.info.items() if k in ("format", "sha256")}, **got.summary(),
+            "gap_bpb": res.val_bpb - got.val_bpb}

@@ -1,15 +1,17 @@
 """Rebuild a runnable model from a validated artifact: decode sections, dequantize, load weights.
 
-Uses only the reader (packer), the format decoders (quant.formats) and the model (core). Never trains.
+The manifest's `model.family` picks the config and model classes from the registry in core/families.py
+(`recurrent`: RecurrentLM, `pgolf`: PGolfGPT). Uses only the reader (packer), the format decoders
+(quant.formats) and the models (core). Never trains.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
-from core.config import ModelConfig
-from core.model import RecurrentLM
+from core.families import config_from_dict, family
 from packer.errors import ConfigError, FormatError
 from packer.reader import Artifact
 from quant import formats
@@ -34,15 +36,15 @@ def artifact_tensors(art: Artifact) -> dict[str, np.ndarray]:
     return out
 
 
-def build_model(art: Artifact) -> RecurrentLM:
+def build_model(art: Artifact) -> nn.Module:
+    """The artifact's model (RecurrentLM or PGolfGPT, per `model.family`) with its weights, in eval mode."""
     model_doc = art.manifest["model"]
-    if model_doc["family"] != "recurrent":
-        raise FormatError(f"{art.source}: model family {model_doc['family']!r} is not supported here")
     try:
-        cfg = ModelConfig.from_dict(model_doc["config"])
+        model_class = family(model_doc["family"]).model_class
+        cfg = config_from_dict(model_doc["family"], model_doc["config"])
     except ConfigError as exc:
-        raise FormatError(f"{art.source}: manifest model.config is invalid: {exc}") from None
-    model = RecurrentLM(cfg)
+        raise FormatError(f"{art.source}: manifest model is invalid: {exc}") from None
+    model = model_class(cfg)
     tensors = artifact_tensors(art)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 
 def format_verify(rep: dict) -> str:
-    lines = [f"artifact   {rep['artifact']} (sha256 {rep['sha256'][:16]}…)",
-             f"data       {rep['data']}: {rep['tokens']:,} tokens, {rep['bytes']:,} bytes",
+    what = "artifact" if rep.get("kind", "artifact") == "artifact" else "checkpoint"
+    sha = f" (sha256 {rep['sha256'][:16]}…)" if rep.get("sha256") else ""
+    window = (f"sliding windows of {rep['seq_len']}, stride {rep['sliding_window_stride']}"
+              if rep.get("sliding_window_stride") else f"non-overlapping windows of {rep.get('seq_len')}")
+    lines = [f"{what:<10} {rep['artifact']}{sha}",
+             f"data       {rep['data']}: {rep['tokens']:,} tokens, {rep['bytes']:,} bytes; {window}",
              f"val_loss   {rep['val_loss']:.4f} nats/token",
              f"val_bpb    {rep['val_bpb']:.4f}",
              f"speed      {rep['tokens_per_second']:,.0f} tokens/s ({rep['seconds']:.2f} s)"]
     if rep.get("unigram_bpb") is not None:
         lines.append(f"unigram    {rep['unigram_bpb']:.4f} bpb (fitted on the training split)")
-    if "reference" in rep:
-        lines.append(f"reference  {rep['reference']['val_bpb']:.4f} bpb (float checkpoint); quantization gap "
-                     f"{rep['quantization_gap_bpb']:+.4f} bpb")
+    for ref in rep.get("references", [rep["reference"]] if "reference" in rep else []):
+        lines.append(f"reference  {ref['val_bpb']:.4f} bpb ({ref['checkpoint']}); gap "
+                     f"{rep['val_bpb'] - ref['val_bpb']:+.4f} bpb")
     return "\n".join(lines)
 
 

@@ -52,8 +52,8 @@ def test_shared_text_files(shared_data):
     stories = load_text_documents([text / "tinystories_val_100.txt"])
     assert len(stories) == 100
     assert not any("<|endoftext|>" in d.text for d in stories)
-    with pytest.raises(DataError, match=r"wikitext2_test\.raw: unsupported file type; use \.txt"):
-        load_text_documents([text / "wikitext2_test.raw"])
+    [wiki] = load_text_documents([text / "wikitext2_test.raw"])     # WikiText's .raw is plain text, one document
+    assert len(wiki.text.encode("utf-8")) == (text / "wikitext2_test.raw").stat().st_size
 
 
 def test_txt_jsonl_gz_and_folder(tmp_path):

@@ -1,0 +1,65 @@
+"""The registry of model families: a family name (as checkpoints and artifacts record it) -> config, model.
+
+`recurrent` is golfpack's recurrent core (core/model.py); `pgolf` is Parameter Golf's baseline GPT
+(core/pgolf_model.py). Both configs are frozen dataclasses with `to_dict` / `from_dict`; both models take a
+state_dict under the checkpoint's own tensor names and map tokens [B,T] to logits [B,T,V].
+Must not read files or know about artifacts, checkpoints or quantization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from core.config import ModelConfig
+from core.model import RecurrentLM
+from core.pgolf_model import PGolfConfig, PGolfGPT
+from packer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_class: type
+    model_class: type
+
+
+FAMILIES: dict[str, Family] = {
+    "recurrent": Family("recurrent", ModelConfig, RecurrentLM),
+    "pgolf": Family("pgolf", PGolfConfig, PGolfGPT),
+}
+
+
+def family(name: str) -> Family:
+    """The registered family, or ConfigError naming the known ones."""
+    found = FAMILIES.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise ConfigError(f"model family {name!r} is not known; this golfpack knows {sorted(FAMILIES)}")
+    return found
+
+
+def config_from_dict(name: str, data: dict):
+    """The family's config from its JSON form (ConfigError on an unknown family or invalid config)."""
+    return family(name).config_class.from_dict(data)
+
+
+def build_model(name: str, cfg, state_dict: dict) -> nn.Module:
+    """A model of the family with `state_dict` loaded strictly, in eval mode."""
+    model = family(name).model_class(cfg)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+PGOLF_DEFAULT_SEQ_LEN = 1024    # train_gpt.py's default TRAIN_SEQ_LEN (its validation uses the same length)
+
+
+def eval_context(name: str, cfg, seq_len: int | None = None) -> int:
+    """Evaluation context length: a recurrent core's own (or shorter), any for pgolf (default 1024)."""
+    if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1):
+        raise ConfigError(f"evaluation seq_len {seq_len!r} must be a positive integer")
+    if family(name).name == "recurrent":
+        if seq_len is not None and seq_len > cfg.seq_len:
+            raise ConfigError(f"the recurrent core's context is {cfg.seq_len} tokens; seq_len {seq_len} is longer")
+        return cfg.seq_len if seq_len is None else seq_len
+    return PGOLF_DEFAULT_SEQ_LEN if seq_len is None else seq_len

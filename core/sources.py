@@ -1,0 +1,138 @@
+"""Model sources: anything a command can take in place of an artifact, as one config + float tensors.
+
+A source is a golfpack checkpoint (`<stem>.safetensors` + `<stem>.json`, any family in core/families.py) or
+a foreign checkpoint without a golfpack JSON beside it (a `.pt` state_dict, safetensors, Parameter Golf's
+`.ptz`), read by core/ingest.py and rebuilt as the `pgolf` family with the architecture options shapes
+cannot tell (PGolfOptions). Also owns `ingest_to_checkpoint`, which writes a foreign checkpoint as a
+golfpack checkpoint of family `pgolf` so every other command can take it.
+Must not quantize, pack, or evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from core.families import build_model
+from core.ingest import load_state_dict_file
+from core.pgolf_model import PGolfConfig, infer_pgolf_config
+from core.tokenizer import Tokenizer
+from packer.atomic import refuse_same_path
+from packer.errors import CheckpointError, ConfigError, UsageError
+
+PGOLF_DEFAULTS = {"mlp_power": 2, "rope_base": 10000.0, "softcap": 30.0}
+
+
+@dataclass(frozen=True)
+class PGolfOptions:
+    """What a Parameter Golf state_dict's shapes cannot tell; None = not given (defaults: PGOLF_DEFAULTS)."""
+
+    mlp_power: int | None = None
+    rope_base: float | None = None
+    softcap: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mlp_power is not None and (not isinstance(self.mlp_power, int) or self.mlp_power < 1):
+            raise ConfigError(f"PGolfOptions.mlp_power={self.mlp_power!r}: must be a positive integer")
+        for name in ("rope_base", "softcap"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+                raise ConfigError(f"PGolfOptions.{name}={v!r}: must be a positive finite number")
+
+    def given(self) -> dict:
+        return {k: getattr(self, k) for k in PGOLF_DEFAULTS if getattr(self, k) is not None}
+
+    def resolved(self, fallback: PGolfConfig | None = None) -> dict:
+        """Given values, else `fallback`'s (the model being compared against), else PGOLF_DEFAULTS."""
+        base = {k: getattr(fallback, k) for k in PGOLF_DEFAULTS} if fallback is not None else PGOLF_DEFAULTS
+        return {**base, **self.given()}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model's family, config and tensors (float32, the checkpoint's names), and where they came from."""
+
+    family: str
+    config: object
+    tensors: dict[str, torch.Tensor]
+    tokenizer_sha256: str | None
+    provenance: dict = field(default_factory=dict)   # kind, format, sha256, file
+
+    def model(self) -> torch.nn.Module:
+        return build_model(self.family, self.config, self.tensors)
+
+
+def is_golfpack_checkpoint(path: Path) -> bool:
+    """True when `path` (a .safetensors/.json file or their stem) has a golfpack checkpoint JSON beside it."""
+    path = Path(path)
+    st_path, js_path = checkpoint_paths(path)
+    if path.suffix in (".safetensors", ".json"):
+        return js_path.is_file()
+    return not path.exists() and (st_path.is_file() or js_path.is_file())
+
+
+def checkpoint_family(path: Path) -> str | None:
+    """The family a golfpack checkpoint's JSON records (`recurrent` when absent); None for a foreign file."""
+    if not is_golfpack_checkpoint(path):
+        return None
+    js_path = checkpoint_paths(Path(path))[1]
+    try:
+        doc = json.loads(js_path.read_text(encoding="utf-8"))
+        return doc["model"].get("family", "recurrent")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{js_path}: not a golfpack checkpoint config: {exc}") from None
+
+
+def check_options_match(cfg: PGolfConfig, opts: PGolfOptions, where: str) -> None:
+    for key, value in opts.given().items():
+        if getattr(cfg, key) != value:
+            raise UsageError(f"{where} records {key}={getattr(cfg, key)!r} but --{key.replace('_', '-')} "
+                             f"{value!r} was given; drop the option, or re-ingest the original checkpoint")
+
+
+def load_source(path: Path, opts: PGolfOptions = PGolfOptions(), fallback: PGolfConfig | None = None
+                ) -> ModelSource:
+    """Read a golfpack or foreign checkpoint. Foreign ones become `pgolf` with `opts.resolved(fallback)`."""
+    path = Path(path)
+    if is_golfpack_checkpoint(path):
+        ckpt = load_checkpoint(path)
+        if ckpt.family == "pgolf":
+            check_options_match(ckpt.config, opts, str(ckpt.path))
+        elif opts.given():
+            raise UsageError(f"{ckpt.path} is a {ckpt.family!r} checkpoint; --mlp-power, --rope-base and "
+                             f"--softcap apply to Parameter Golf checkpoints only")
+        tensors = {k: v.float() for k, v in ckpt.tensors.items()}
+        prov = {"kind": "golfpack-checkpoint", "file": str(ckpt.path), **ckpt.meta.get("source", {})}
+        return ModelSource(ckpt.family, ckpt.config, tensors, ckpt.meta.get("tokenizer_sha256"), prov)
+    ing = load_state_dict_file(path)
+    cfg = infer_pgolf_config(ing.tensors, **opts.resolved(fallback))
+    tensors = {k: v.float() for k, v in ing.tensors.items()}
+    prov = {"kind": "foreign", "format": ing.source_format, "sha256": ing.source_sha256, "file": str(path)}
+    return ModelSource("pgolf", cfg, tensors, None, prov)
+
+
+def ingest_to_checkpoint(path: Path, out_stem: Path, tokenizer: Tokenizer,
+                         opts: PGolfOptions = PGolfOptions()) -> tuple[ModelSource, Path, Path]:
+    """Write a foreign checkpoint as `<out_stem>.safetensors` + `.json` (family pgolf, tokenizer recorded)."""
+    path, out_stem = Path(path), Path(out_stem)
+    st_path, js_path = checkpoint_paths(out_stem)
+    for out in (st_path, js_path):
+        refuse_same_path(out, [path])
+    if is_golfpack_checkpoint(path):
+        raise UsageError(f"{path} is already a golfpack checkpoint ({checkpoint_paths(path)[1]} is beside it); "
+                         f"every command takes it as it is")
+    src = load_source(path, opts)
+    if tokenizer.vocab_size > src.config.vocab_size:
+        raise UsageError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but {path} embeds only "
+                         f"{src.config.vocab_size}; it was not trained with this tokenizer")
+    model = src.model()
+    source = {k: src.provenance[k] for k in ("format", "sha256")}
+    source["file"] = path.name
+    meta = {"tokenizer_sha256": tokenizer.sha256, "source": source,
+            "params": sum(p.numel() for p in model.parameters())}
+    save_checkpoint(out_stem, model, src.config, meta, family="pgolf")
+    return ModelSource("pgolf", src.config, src.tensors, tokenizer.sha256, src.provenance), st_path, js_path

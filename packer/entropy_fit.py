@@ -1,0 +1,307 @@
+"""Fitting the entropy models' parameters to integer codes (encoder side only; pure numpy).
+
+Owns: the exact sigma grid shared with the decoder (`sigma_for_index`), the bit-cost tables of constriction's
+quantized Gaussian/Laplace *as constriction really defines them* (the tail mass beyond the range goes to the
+two boundary symbols, it is not renormalised), coordinate-descent fits of per-row / per-column spreads and
+per-column means, near-duplicate row clusters, hard-EM row groups for categorical tables, and histogram
+precision choice. Nothing here is needed to decode except `sigma_for_index` and `ref_means4`.
+Must not import torch or touch blob bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+# sigma = 2^(k/8) for integer k in [K_MIN, K_MAX]; computed exactly (ldexp of 8 literals), so encoder and
+# decoder on any platform get bit-identical float64 parameters.
+K_MIN, K_MAX = -40, 72
+NK = K_MAX - K_MIN + 1
+_OCTAVE = np.array([1.0, 1.0905077326652577, 1.189207115002721, 1.2968395546510096, 1.4142135623730951,
+                    1.5422108254079407, 1.681792830507429, 1.8340080864093424])
+D_MAX = 4 * 255            # |4*x - mean4| for any two int8 values
+ND = 2 * D_MAX + 1
+MIN_PROB_BITS = 24.0       # constriction's default models give every symbol at least 2^-24
+SHAPES = ("gauss", "laplace")
+
+
+def sigma_for_index(k: np.ndarray) -> np.ndarray:
+    k = np.asarray(k, np.int64)
+    return np.ldexp(_OCTAVE[k % 8], (k // 8).astype(np.int32))
+
+
+def ref_means4(beta16: np.ndarray, base_codes: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Means (in quarter code units) of rows predicted from a base row: round(beta * x_base), integer math."""
+    m4 = (beta16.astype(np.int64)[:, None] * base_codes.astype(np.int64) * 4 + 8) // 16
+    return np.clip(m4, 4 * lo, 4 * hi)
+
+
+# --- cost tables ---------------------------------------------------------------------------------------------
+_NR = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
+       -0.82215223, 0.17087277)
+
+
+def _log_erfc(x: np.ndarray) -> np.ndarray:
+    """ln erfc(x) for x >= 0 (Numerical Recipes' erfcc: fractional error < 1.2e-7 everywhere)."""
+    t = 1.0 / (1.0 + 0.5 * x)
+    poly = np.zeros_like(x)
+    for c in _NR[::-1]:
+        poly = poly * t + c
+    return np.log(t) - x * x + poly
+
+
+def _log_upper(z: np.ndarray, shape: str) -> np.ndarray:
+    """ln P(Z >= z) for the unit Gaussian (std 1) or unit Laplace (scale 1)."""
+    a = np.abs(z)
+    tail = (math.log(0.5) + _log_erfc(a / math.sqrt(2.0))) if shape == "gauss" else (math.log(0.5) - a)
+    return np.where(z >= 0, tail, np.log1p(-np.exp(tail)))
+
+
+def _log_diff(big: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """ln(e^big - e^small) for big >= small."""
+    return big + np.log(-np.expm1(np.minimum(small - big, -1e-300)))
+
+
+@functools.lru_cache(maxsize=4)
+def cost_table(shape: str) -> np.ndarray:
+    """Flat float32 bits[type, k - K_MIN, d + D_MAX] of coding x where d = 4x - mean4 and sigma index k;
+    type 0 = interior symbol, 1 = the lowest symbol of the range, 2 = the highest."""
+    sig = sigma_for_index(np.arange(K_MIN, K_MAX + 1))[:, None]
+    off = np.arange(-D_MAX, D_MAX + 1)[None, :] / 4.0
+    u, v = (off - 0.5) / sig, (off + 0.5) / sig
+    lu_u, lu_v = _log_upper(u, shape), _log_upper(v, shape)
+    ll_u, ll_v = _log_upper(-u, shape), _log_upper(-v, shape)
+    right = _log_diff(lu_u, lu_v)                      # both edges right of the mean
+    left = _log_diff(ll_v, ll_u)                       # both edges left of the mean
+    mid = np.log1p(-np.minimum(np.exp(lu_v) + np.exp(ll_u), 1 - 1e-16))
+    interior = np.where(u >= 0, right, np.where(v <= 0, left, mid))
+    tabs = [interior, ll_v, lu_u]                      # P(x), P(Z <= v) at the bottom, P(Z >= u) at the top
+    bits = np.stack([np.minimum(-t / math.log(2.0), MIN_PROB_BITS) for t in tabs])
+    return np.ascontiguousarray(bits, dtype=np.float32).reshape(-1)
+
+
+class CostModel:
+    """Bit costs of codes X [R, C] under per-element (sigma index, mean4) with the tail-to-boundary rule."""
+
+    def __init__(self, X: np.ndarray, lo: int, hi: int, shape: str) -> None:
+        self.X = X
+        self.tab = cost_table(shape)
+        typ = np.where(X == lo, 1, np.where(X == hi, 2, 0)).astype(np.int32)
+        self.base = typ * (NK * ND) + D_MAX + 4 * X.astype(np.int32)
+        self.lo, self.hi, self.shape = lo, hi, shape
+
+    def bits(self, k, m4, rows=slice(None)) -> np.ndarray:
+        kk = np.clip(np.asarray(k), K_MIN, K_MAX).astype(np.int32) - K_MIN
+        return self.tab[self.base[rows] - np.asarray(m4, np.int32) + kk * ND]
+
+
+def _offsets(window: int) -> list[int]:
+    return [d for w in range(1, window + 1) for d in (-w, w)]
+
+
+def _descend(cost_of, values: np.ndarray, lo: int, hi: int, window: int = 2, rounds: int = 8) -> np.ndarray:
+    """Per-group integer parameter minimising cost_of(values) -> per-group bits, by local search."""
+    values = values.copy()
+    for _ in range(rounds):
+        cur = cost_of(values)
+        best, best_cost = values.copy(), cur
+        for d in _offsets(window):
+            cand = np.clip(values + d, lo, hi)
+            c = cost_of(cand)
+            better = c < best_cost - 1e-6
+            best = np.where(better, cand, best)
+            best_cost = np.where(better, c, best_cost)
+        if np.array_equal(best, values):
+            break
+        values = best
+    return values
+
+
+def _init_k(rms: np.ndarray, shape: str) -> np.ndarray:
+    shift = -4 if shape == "laplace" else 0          # Laplace scale = std / sqrt(2) = half an octave lower
+    k = np.round(8 * np.log2(np.maximum(rms, 1e-3))) + shift
+    return np.clip(k, K_MIN, K_MAX).astype(np.int64)
+
+
+FIT_SAMPLE_ELEMS = 1 << 18     # column parameters are fitted on at most this many codes (evenly spaced rows)
+
+
+def _sum(x: np.ndarray, axis=None) -> np.ndarray:
+    return x.sum(axis, dtype=np.float64)
+
+
+def fit_row_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray, rows=slice(None), a=None) -> np.ndarray:
+    """Per-row sigma index given column offsets b and column means m4 (local search from the RMS guess)."""
+    X = cm.X[rows]
+    if a is None:
+        a = _init_k(np.sqrt(((X - m4[None, :] / 4.0) ** 2).mean(1)), cm.shape) - int(np.median(b))
+    lo_k, hi_k = K_MIN - int(b.min()), K_MAX - int(b.max())
+    return _descend(lambda v: _sum(cm.bits(v[:, None] + b[None, :], m4[None, :], rows), 1), np.clip(a, lo_k, hi_k),
+                    lo_k, hi_k)
+
+
+def fit_tensor_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray, rows=slice(None)) -> int:
+    X = cm.X[rows]
+    a0 = _init_k(np.sqrt(((X - m4[None, :] / 4.0) ** 2).mean()), cm.shape)[None]
+    lo_k, hi_k = K_MIN - int(b.min()), K_MAX - int(b.max())
+    one = _descend(lambda v: _sum(cm.bits(v[0] + b[None, :], m4[None, :], rows))[None], np.clip(a0, lo_k, hi_k),
+                   lo_k, hi_k)
+    return int(one[0])
+
+
+def sample_rows(R: int, C: int):
+    """All rows, or evenly spaced rows holding about FIT_SAMPLE_ELEMS codes."""
+    n = max(16, FIT_SAMPLE_ELEMS // max(C, 1))
+    if n >= R:
+        return slice(None)
+    return np.unique(np.linspace(0, R - 1, n).round().astype(np.int64))
+
+
+def fit_spread(cm: CostModel, row_sigma: bool = True, col_sigma: bool = True, col_mean: bool = True):
+    """(a [R], b [C], m4 [C]): sigma index a_i + b_j and mean m4_j / 4, by alternating local search.
+
+    Column parameters come from a row sample when the tensor is large; row sigmas are then refitted on all
+    rows."""
+    R, C = cm.X.shape
+    rows = sample_rows(R, C)
+    X = cm.X[rows]
+    m4 = np.clip(np.round(4 * X.mean(0)), 4 * cm.lo, 4 * cm.hi).astype(np.int64) if col_mean else \
+        np.zeros(C, np.int64)
+    b = np.zeros(C, np.int64)
+    a = None
+    for _ in range(3):
+        if row_sigma:
+            a = fit_row_sigma(cm, b, m4, rows, a)
+        else:
+            a = np.full(X.shape[0], fit_tensor_sigma(cm, b, m4, rows), np.int64)
+        if col_sigma:
+            b = _descend(lambda v: _sum(cm.bits(a[:, None] + v[None, :], m4[None, :], rows), 0), b,
+                         K_MIN - int(a.min()), K_MAX - int(a.max()))
+        if col_mean:
+            m4 = _descend(lambda v: _sum(cm.bits(a[:, None] + b[None, :], v[None, :], rows), 0), m4,
+                          4 * cm.lo, 4 * cm.hi)
+    if isinstance(rows, np.ndarray):
+        a = fit_row_sigma(cm, b, m4) if row_sigma else np.full(R, fit_tensor_sigma(cm, b, m4), np.int64)
+    return a, b, m4
+
+
+def reduce_spread(cm: CostModel, full, row_sigma: bool, col_sigma: bool, col_mean: bool):
+    """A cheaper variant of a full fit: dropped parts become constants (b = 0, m4 = 0, one sigma) and the
+    row sigmas are refitted for what remains."""
+    a, b, m4 = (x.copy() for x in full)
+    R, C = cm.X.shape
+    if not col_sigma:
+        b = np.zeros(C, np.int64)
+    if not col_mean:
+        m4 = np.zeros(C, np.int64)
+    if row_sigma:
+        a = fit_row_sigma(cm, b, m4, a=a)
+    else:
+        a = np.full(R, fit_tensor_sigma(cm, b, m4), np.int64)
+    return a, b, m4
+
+
+def data_bits(cm: CostModel, a: np.ndarray, b: np.ndarray, m4: np.ndarray) -> float:
+    return float(_sum(cm.bits(a[:, None] + b[None, :], m4[None, :])))
+
+
+# --- near-duplicate rows -------------------------------------------------------------------------------------
+MAX_CLUSTER_ROWS = 16384
+
+
+def find_parents(X: np.ndarray, min_corr: float = 0.8) -> np.ndarray:
+    """For each row, the earlier row its codes are most nearly proportional to (-1 if none is close).
+
+    Dot products of integer codes in float64 are exact, so the result does not depend on BLAS blocking."""
+    R, C = X.shape
+    parent = np.full(R, -1, np.int64)
+    if R < 2 or C < 8 or R > MAX_CLUSTER_ROWS:
+        return parent
+    F = X.astype(np.float64)
+    norms = np.sqrt((F * F).sum(1))
+    for i0 in range(1, R, 1024):
+        i1 = min(R, i0 + 1024)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = (F[i0:i1] @ F[:i1].T) / (norms[i0:i1, None] * norms[None, :i1])
+        corr[~np.isfinite(corr)] = -1.0
+        corr[np.arange(i1 - i0)[:, None] <= np.arange(i1)[None, :] - i0] = -1.0   # only earlier rows
+        j = corr.argmax(1)
+        ok = corr[np.arange(i1 - i0), j] >= min_corr
+        parent[i0:i1] = np.where(ok, j, -1)
+    return parent
+
+
+def ref_waves(parent: np.ndarray) -> np.ndarray:
+    """Decode wave of every row: 0 for base rows, 1 + the parent's wave for predicted rows (parent < row)."""
+    wave = np.zeros(parent.size, np.int64)
+    for i in np.flatnonzero(parent >= 0).tolist():
+        wave[i] = wave[parent[i]] + 1
+    return wave
+
+
+# --- categorical tables ----------------------------------------------------------------------------------------
+def row_histograms(X: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    R, C = X.shape
+    A = hi - lo + 1
+    idx = (np.arange(R)[:, None] * A + (X.astype(np.int64) - lo)).reshape(-1)
+    return np.bincount(idx, minlength=R * A).reshape(R, A)
+
+
+def fit_groups(H: np.ndarray, k: int, iters: int = 12) -> np.ndarray:
+    """Hard-EM assignment of rows (histograms H [R, A]) to at most k categorical tables; labels 0..k'-1."""
+    R, A = H.shape
+    tot = H.sum(1)
+    sym = np.arange(A)
+    mean = (H * sym).sum(1) / np.maximum(tot, 1)
+    spread = np.sqrt((H * (sym[None, :] - mean[:, None]) ** 2).sum(1) / np.maximum(tot, 1))
+    order = np.argsort(spread, kind="stable")
+    labels = np.empty(R, np.int64)
+    labels[order] = np.minimum(np.arange(R) * k // max(R, 1), k - 1)
+    for _ in range(iters):
+        tables = np.zeros((k, A))
+        np.add.at(tables, labels, H)
+        logq = np.log2((tables + 0.5) / (tables.sum(1, keepdims=True) + 0.5 * A))
+        new = np.argmin(-(H @ logq.T), axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    used = np.unique(labels)
+    return np.searchsorted(used, labels)
+
+
+def quantize_counts(counts: np.ndarray, prec: int) -> np.ndarray:
+    """Counts scaled to a total near 2^prec, every present symbol kept at >= 1 (prec 0 = exact)."""
+    counts = np.asarray(counts, np.int64)
+    if prec == 0:
+        return counts.copy()
+    total = max(int(counts.sum()), 1)
+    q = np.rint(counts * float(1 << prec) / total).astype(np.int64)
+    return np.where(counts > 0, np.maximum(q, 1), 0)
+
+
+def _varint_len(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.int64)
+    n = np.ones(v.shape, np.int64)
+    for shift in (7, 14, 21, 28, 35):
+        n += v >= (1 << shift)
+    return n
+
+
+def choose_precision(tables: np.ndarray) -> int:
+    """The count precision (0 = exact, else 2^prec total) minimising stored counts + coded data bits."""
+    best, best_bits = 0, math.inf
+    n_max = int(tables.sum(1).max()) if tables.size else 0
+    for prec in [0] + [p for p in range(6, 21) if (1 << p) < n_max]:
+        bits = 0.0
+        for counts in tables:
+            q = quantize_counts(counts, prec)
+            present = counts > 0
+            if present.any():
+                p = q[present] / q.sum()
+                bits += float(-(counts[present] * np.log2(p)).sum())
+            bits += 8 * float(_varint_len(q).sum())
+        if bits < best_bits - 1e-9:
+            best, best_bits = prec, bits
+    return best

@@ -1,0 +1,165 @@
+"""Calibration on TRAINING tokens: token windows, input Hessians H = sum x x^T per weight, and calibration loss.
+
+Tokens come only from a folder's `*_train_*` shards (or a shard file whose name says `_train_`); validation
+shards are never opened, so an artifact calibrated here stays legal. Hessians are collected with forward
+pre-hooks on every nn.Linear (a shared block applied K times fires its hooks K times, so its Hessian sums
+over all passes) plus, for the tied head, a hook on the module whose output the head multiplies (for the
+recurrent core, `norm_f`). LossEvaluator measures the mean loss with some weights replaced, for the
+planner's sensitivities. Must not: quantize, choose formats, or read validation data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.progress import Progress
+from core.shards import find_shards, load_tokens
+from packer.errors import ConfigError, DataError, UsageError
+
+DEFAULT_CALIB_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    data: Path | None = None          # shard folder (its *_train_* files) or one *_train_* shard file
+    tokens: int = DEFAULT_CALIB_TOKENS
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tokens, int) or self.tokens < 2:
+            raise ConfigError(f"CalibConfig.tokens={self.tokens!r}: must be an integer >= 2")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"CalibConfig.batch_size={self.batch_size!r}: must be a positive integer")
+
+
+@dataclass
+class Hessian:
+    """sum over calibration inputs of x x^T (float64 [C,C]) and how many input rows went into it."""
+
+    matrix: np.ndarray
+    rows: int
+
+
+def train_shards(data: Path) -> list[Path]:
+    """The training shards of a folder, or a single shard file that is named as training data."""
+    data = Path(data)
+    if data.is_file():
+        if "_train_" not in data.name:
+            raise UsageError(f"--calib-data {data}: a single shard file must be a training shard (its name "
+                             f"holds '_train_'); calibration never reads validation data")
+        return [data]
+    return find_shards(data, "train")
+
+
+def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int) -> np.ndarray:
+    """int64 [N, L+1] windows (L = min(seq_len, stream)) spread evenly over the training tokens, N*L ~ n_tokens."""
+    tokens = load_tokens(train_shards(data))
+    if len(tokens) < 2:
+        raise DataError(f"--calib-data {data}: the training shards hold {len(tokens)} tokens; need at least 2")
+    if int(tokens.max()) >= vocab_size:
+        raise DataError(f"--calib-data {data}: token id {int(tokens.max())} is outside the model's vocabulary "
+                        f"of {vocab_size}; these shards were made with another tokenizer")
+    L = min(seq_len, len(tokens) - 1)
+    n_win = max(1, min(n_tokens // L, len(tokens) - L))
+    starts = np.linspace(0, len(tokens) - L - 1, n_win).round().astype(np.int64)
+    return np.stack([np.asarray(tokens[s:s + L + 1], dtype=np.int64) for s in starts])
+
+
+def default_head_inputs(model: nn.Module) -> dict[str, nn.Module]:
+    """weight name -> module whose output the weight multiplies outside an nn.Linear (the tied head)."""
+    if hasattr(model, "norm_f") and hasattr(model, "tok_emb"):
+        return {"tok_emb.weight": model.norm_f}
+    return {}
+
+
+def _batches(windows: np.ndarray, batch_size: int):
+    for i in range(0, len(windows), batch_size):
+        yield torch.from_numpy(windows[i:i + batch_size])
+
+
+@torch.no_grad()
+def collect_hessians(model: nn.Module, windows: np.ndarray, batch_size: int = 16,
+                     head_inputs: dict[str, nn.Module] | None = None, progress: bool = True) -> dict[str, Hessian]:
+    """Input Hessians of every nn.Linear weight (and of `head_inputs`) over the windows' input tokens."""
+    acc: dict[str, list] = {}
+
+    def hook_for(name: str):
+        def add(x: torch.Tensor) -> None:
+            x = x.detach().reshape(-1, x.shape[-1]).double()
+            entry = acc.setdefault(name, [torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64), 0])
+            entry[0] += x.T @ x
+            entry[1] += x.shape[0]
+        return add
+
+    handles = []
+    for mname, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            add = hook_for(f"{mname}.weight")
+            handles.append(mod.register_forward_pre_hook(lambda m, inp, add=add: add(inp[0])))
+    for wname, mod in (default_head_inputs(model) if head_inputs is None else head_inputs).items():
+        add = hook_for(wname)
+        handles.append(mod.register_forward_hook(lambda m, inp, out, add=add: add(out)))
+    was_training = model.training
+    model.eval()
+    bar = Progress("calibrate (hessians)", len(windows), enabled=progress)
+    try:
+        done = 0
+        for batch in _batches(windows, batch_size):
+            model(batch[:, :-1])
+            done += len(batch)
+            bar.update(done)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {k: Hessian(v[0].numpy(), int(v[1])) for k, v in acc.items()}
+
+
+class LossEvaluator:
+    """Mean next-token loss (nats) of a model on calibration windows, optionally with weights replaced."""
+
+    def __init__(self, model: nn.Module, windows: np.ndarray, batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.windows = windows
+        self.batch_size = batch_size
+        self.params = dict(model.named_parameters())
+        self.evals = 0
+        self.seconds = 0.0
+        self.base = self.loss()
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        t0 = time.perf_counter()
+        total, count = 0.0, 0
+        for batch in _batches(self.windows, self.batch_size):
+            logits = self.model(batch[:, :-1])
+            y = batch[:, 1:]
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                           reduction="sum"))
+            count += y.numel()
+        self.evals += 1
+        self.seconds += time.perf_counter() - t0
+        return total / count
+
+    @torch.no_grad()
+    def loss_with(self, replacements: dict[str, np.ndarray]) -> float:
+        """Loss with the named parameters temporarily set to the given arrays (then restored exactly)."""
+        saved = {}
+        try:
+            for name, arr in replacements.items():
+                if name not in self.params:
+                    raise UsageError(f"cannot replace {name!r}: the model has no such parameter")
+                p = self.params[name]
+                saved[name] = p.detach().clone()
+                p.copy_(torch.from_numpy(np.asarray(arr, dtype=np.float32)).reshape(p.shape))
+            return self.loss()
+        finally:
+            for name, old in saved.items():
+                self.params[name].copy_(old)

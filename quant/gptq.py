@@ -1,0 +1,82 @@
+"""GPTQ (Frantar et al. 2022): quantize a weight matrix column by column, feeding each column's rounding error
+back into the columns not yet quantized, weighted by the inverse Hessian of the layer's inputs.
+
+Scales are fixed before the sweep (from quant.primitives' clip choices on the original weights, per row or
+per group), so groups and act-order combine freely ("static groups"). Rounding is quant.primitives'
+quantize_with_scales, so the codes decode with the same formula as every other integer format.
+Owns the sweep only: Hessians come from quant/calibrate.py; choosing among methods is quant/candidates.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from packer.errors import ConfigError, QuantError
+from quant import primitives as P
+
+
+@dataclass(frozen=True)
+class GPTQConfig:
+    damp_frac: float = 0.01        # dampening: add damp_frac * mean(diag H) to the diagonal
+    block_size: int = 128          # columns per lazy-batch block
+    act_order: bool = True         # quantize columns in order of decreasing diag(H)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.damp_frac < 10:
+            raise ConfigError(f"GPTQConfig.damp_frac={self.damp_frac}: must be in [0, 10)")
+        if not isinstance(self.block_size, int) or self.block_size < 1:
+            raise ConfigError(f"GPTQConfig.block_size={self.block_size}: must be a positive integer")
+
+
+def _inverse_cholesky(h: np.ndarray, damp_frac: float) -> np.ndarray:
+    """Upper Cholesky factor U of (H + damp I)^-1 (so that (H + damp I)^-1 = U^T U)."""
+    c = h.shape[0]
+    damp = damp_frac * float(np.mean(np.diag(h))) if c else 0.0
+    for attempt in range(6):
+        try:
+            hinv = np.linalg.inv(h + damp * np.eye(c))
+            return np.linalg.cholesky(hinv).T
+        except np.linalg.LinAlgError:
+            damp = max(damp * 10.0, 1e-8 * max(float(np.mean(np.diag(h))), 1e-12))
+    raise QuantError(f"GPTQ: the Hessian ({c}x{c}) is not positive definite even with dampening {damp:.3g}; "
+                     f"use more calibration tokens or a larger damp_frac")
+
+
+def gptq_codes(w: np.ndarray, h: np.ndarray, scales: np.ndarray, bits: int, group: int | None = None,
+               cfg: GPTQConfig = GPTQConfig()) -> np.ndarray:
+    """int8 codes [R,C] for w [R,C] with fixed fp16 scales [R] or [R,G] and input Hessian h = sum x x^T [C,C]."""
+    w = P.check_rows(w)
+    R, C = w.shape
+    if h.shape != (C, C):
+        raise QuantError(f"GPTQ: Hessian shape {h.shape} does not match the weight's {C} input columns")
+    if C == 0 or R == 0:
+        return np.zeros((R, C), dtype=np.int8)
+    H = np.array(h, dtype=np.float64)
+    dead = np.diag(H) == 0                       # inputs never seen: no feedback through them
+    H[dead, dead] = 1.0
+    perm = np.argsort(-np.diag(H), kind="stable") if cfg.act_order else np.arange(C)
+    W = w.astype(np.float64)[:, perm]
+    H = H[np.ix_(perm, perm)]
+    U = _inverse_cholesky(H, cfg.damp_frac)
+    S = np.ascontiguousarray(np.broadcast_to(P.expand_scales(scales, C, group), (R, C))[:, perm])
+    S16 = S.astype(np.float16)                   # exact: every value came from an fp16 scale
+    Q = np.zeros((R, C), dtype=np.int8)
+    for i1 in range(0, C, cfg.block_size):
+        i2 = min(i1 + cfg.block_size, C)
+        W1 = W[:, i1:i2].copy()
+        E1 = np.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = W1[:, i:i + 1].astype(np.float32)
+            s = S16[:, i1 + i]
+            q = P.quantize_with_scales(col, s, bits)
+            Q[:, i1 + i] = q[:, 0]
+            err = (W1[:, i] - P.dequantize_rows(q, s)[:, 0].astype(np.float64)) / U1[i, i]
+            W1[:, i:] -= np.outer(err, U1[i, i:])
+            E1[:, i] = err
+        W[:, i2:] -= E1 @ U[i1:i2, i2:]
+    codes = np.empty_like(Q)
+    codes[:, perm] = Q
+    return codes

@@ -1,0 +1,167 @@
+"""Adaptive inference: pass K for every position, a signal, a decision, and a sparse pass K+1.
+
+Owns the policies a verify or an experiment runs (uniform-K, uniform-K+1, the artifact's embedded rule, or
+any calibrated rule / fixed selection), the logits function that runs one (`PolicyRunner`: selected
+positions get exactly the uniform K+1 output, the others exactly the uniform K output), its counters
+(realized fraction, how often the cap bound), and the analytic FLOPs per token.
+
+The path is as cheap as the signal allows: for signals read from hidden states, the head runs once, on
+the merged states (pass-K states with the selected positions' pass-K+1 states written in); for signals
+read from the K-exit distribution the head must run on every position first, and again on the selected
+ones. The sparse pass computes keys/values for every position but queries, attention output and MLP for
+the selected ones only (core/layers.py). Must not calibrate or train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.config import ModelConfig
+from core.routing import RoutingRule, Signal, needs_logits, rule_from_manifest
+from core.signals import features, pass_k, score
+from packer.errors import UsageError
+
+UNIFORM_K = "uniform-K"
+UNIFORM_K1 = "uniform-K+1"
+EMBEDDED = "embedded"
+
+
+@dataclass
+class RunStats:
+    positions: int = 0
+    selected: int = 0
+    cap_bound: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.selected / self.positions if self.positions else 0.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What runs: `rule` None = uniform with `n_passes`; else K passes plus the rule's extra pass."""
+
+    name: str
+    n_passes: int
+    rule: RoutingRule | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.rule is not None
+
+
+def resolve_policy(name: str, cfg: ModelConfig, routing: dict, rules: dict[str, RoutingRule] | None = None
+                   ) -> Policy:
+    """uniform-K | uniform-K+1 | embedded (the artifact's rule; uniform-K if it has none) | a key of `rules`."""
+    K = cfg.n_passes
+    if name == UNIFORM_K:
+        return Policy(UNIFORM_K, K)
+    if name == UNIFORM_K1:
+        if cfg.extra_passes < 1:
+            raise UsageError(f"--policy {UNIFORM_K1}: the model has no parameters for a pass beyond K={K}")
+        return Policy(UNIFORM_K1, K + 1)
+    if name == EMBEDDED:
+        rule = rule_from_manifest(routing, K)
+        return Policy(EMBEDDED if rule else UNIFORM_K, K, rule)
+    if rules and name in rules:
+        return Policy(name, K, rules[name])
+    known = [UNIFORM_K, UNIFORM_K1, EMBEDDED] + sorted(rules or {})
+    raise UsageError(f"--policy {name!r}: unknown; use one of {known}")
+
+
+class PolicyRunner:
+    """logits_fn for core.scoring: x [B,T] -> logits [B,T,V] under a policy, counting what it selected."""
+
+    def __init__(self, model, policy: Policy) -> None:
+        self.model, self.policy = model, policy
+        self.stats = RunStats()
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.policy.adaptive:
+            self.stats.positions += x.numel()
+            return self.model(x, self.policy.n_passes)
+        logits, selected, refused = adaptive_logits(self.model, x, self.policy.rule)
+        self.stats.positions += x.numel()
+        self.stats.selected += int(selected.sum())
+        self.stats.cap_bound += refused
+        return logits
+
+
+@torch.no_grad()
+def decide(model, rule: RoutingRule, x: torch.Tensor):
+    """(PassK, selected [B,T], refused): pass K and the rule's decision for a batch of windows."""
+    pk = pass_k(model, x, [rule.signal])
+    selected, refused = rule.decide(score(rule, features(pk, [rule.signal])))
+    return pk, selected, refused
+
+
+@torch.no_grad()
+def adaptive_logits(model, x: torch.Tensor, rule: RoutingRule | None,
+                    selected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(logits [B,T,V], selected [B,T], refused by the cap) under `rule`, or for a fixed `selected` mask
+    (the oracle rows of an experiment: then no signal runs). Selected positions carry the K+1 output."""
+    refused = 0
+    T = x.shape[1]
+    if selected is None:
+        pk, selected, refused = decide(model, rule, x)
+        n_slots = rule.slots_per_window(T)
+    else:
+        pk = pass_k(model, x, [])
+        n_slots = None
+    rows, pos = selected.nonzero(as_tuple=True)
+    if pk.logp is not None:                              # the head ran on every position for the signal
+        logits = pk.logits
+        if len(rows):
+            logits[rows, pos] = model.extra_pass_selected(pk.h_k, rows, pos, n_slots)
+        return logits, selected, refused
+    h = pk.h_k
+    if len(rows):
+        h_sel = model.extra_state_selected(h, rows, pos, n_slots)
+        h[rows, pos] = h_sel                             # h_k is ours: the K/V it fed are already computed
+    return model.head(h), selected, refused
+
+
+# --- analytic cost -------------------------------------------------------------------------------------------
+def block_flops(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
+    """FLOPs per token of one block pass (multiply-add = 2): its parts, for a window of `seq_len`."""
+    T = seq_len or cfg.seq_len
+    D, E = cfg.d_model, cfg.head_dim
+    HE, GE = cfg.n_heads * E, cfg.n_kv_heads * E
+    kv = 2.0 * 2 * D * GE
+    q_out = 2.0 * (D * HE + HE * D)
+    mlp = 2.0 * 2 * D * cfg.mlp_hidden
+    attn = 2.0 * 2 * HE * (T + 1) / 2                     # QK^T and AV over the causal keys, on average
+    return {"kv": kv, "q_out": q_out, "mlp": mlp, "attn": attn, "total": kv + q_out + mlp + attn}
+
+
+def decision_flops(cfg: ModelConfig, signal: str | None) -> float:
+    """Per-token cost of computing the signal and the decision (compare + bucket)."""
+    V, D = cfg.vocab_size, cfg.d_model
+    cost = {Signal.ENTROPY: 4 * V, Signal.PROB_MARGIN: 2 * V, Signal.LOGIT_MARGIN: 2 * V,
+            Signal.UPDATE_SIZE: 6 * D, Signal.COSINE: 6 * D, Signal.RESIDUAL_NORM: 2 * D,
+            Signal.PROBE: 8 * V + 14 * D + 12, Signal.PROBE_HIDDEN: 14 * D + 2 * D + 2 * (D + 3),
+            Signal.RANDOM: 30, Signal.HEURISTIC: 40}
+    return float(cost.get(signal, 0)) + 4.0
+
+
+def flops_per_token(cfg: ModelConfig, policy: Policy, fraction: float, seq_len: int | None = None) -> float:
+    """Analytic FLOPs per token: block passes, the extra pass's K/V projection for every position and the
+    rest for the selected `fraction`, the head (twice for selected positions of logit signals), the decision."""
+    blk = block_flops(cfg, seq_len)
+    head = 2.0 * cfg.d_model * cfg.vocab_size
+    if not policy.adaptive:
+        return policy.n_passes * blk["total"] + head
+    signal = policy.rule.signal
+    extra = blk["kv"] + fraction * (blk["total"] - blk["kv"])
+    second_head = fraction * head if needs_logits(signal) else 0.0
+    return cfg.n_passes * blk["total"] + extra + head + second_head + decision_flops(cfg, signal)
+
+
+def fixed_mask_flops(cfg: ModelConfig, fraction: float, seq_len: int | None = None) -> float:
+    """FLOPs per token of running a given selection (no signal; oracle rows)."""
+    blk = block_flops(cfg, seq_len)
+    return (cfg.n_passes * blk["total"] + blk["kv"] + fraction * (blk["total"] - blk["kv"])
+            + 2.0 * cfg.d_model * cfg.vocab_size)
