@@ -185,23 +185,57 @@ def ingest(checkpoint, out, tokenizer, as_json, **kw):
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="Parameter Golf checkpoints: the SentencePiece model to record (required for .pt/.ptz/"
                    "safetensors files, which carry none).")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+              help="Calibration shards: a folder (only its *_train_*.bin files are read) or one *_train_* "
+                   "shard. Default: the checkpoint's folder when it holds training shards.")
+@click.option("--calib-tokens", type=int, default=8192, show_default=True,
+              help="Training tokens for GPTQ Hessians and the planner's sensitivities.")
+@click.option("--fill/--no-fill", default=None,
+              help="Let the planner choose formats to fill the budget (default: yes when --budget-bytes is "
+                   "given; otherwise the default plan, and the planner only if that plan does not fit).")
+@click.option("--plan", "plan_file", type=click.Path(path_type=Path), default=None,
+              help="An explicit per-tensor plan (JSON: {\"tensors\": {name: format | {format, scale}}}, as "
+                   "--plan-out writes); tensors it does not name get the default plan.")
+@click.option("--plan-out", type=click.Path(path_type=Path), default=None,
+              help="Write the chosen plan (formats, scale methods, bytes, predicted loss) as JSON.")
+@click.option("--scale-method", default="best", show_default=True,
+              type=click.Choice(["best", "absmax", "clip_search", "sdclip", "gptq"]),
+              help="How integer scales are chosen; best = least (Hessian-weighted) error per tensor.")
+@click.option("--formats", "menu", default=None,
+              help="Comma-separated formats the planner may choose for matrices (default: quant.planner."
+                   "DEFAULT_MENU).")
 @click.option("--json", "as_json", is_flag=True)
-def pack(checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, as_json, **kw):
+@click.pass_context
+def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, calib_data,
+         calib_tokens, fill, plan_file, plan_out, scale_method, menu, as_json, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact file under the
     byte budget."""
     from core.sources import checkpoint_family
     from packer.atomic import refuse_same_path
+    from quant.calibrate import CalibConfig
     from quant.pack import PackOptions, pack_checkpoint_file
+    from quant.planner import PlannerConfig, read_plan
 
-    refuse_same_path(out, [checkpoint])    # every input path of this command; pack_checkpoint_file adds its own
+    refuse_same_path(out, [checkpoint, tokenizer])   # every input of this command, before any work
     opts = PackOptions(embed_format=embed_format, matrix_format=matrix_format, control_format=control_format,
-                       budget_bytes=budget_bytes)
+                       budget_bytes=budget_bytes, scale_method=scale_method)
+    if plan_file is not None and fill:
+        raise UsageError("--plan gives the formats, so the planner does not choose them: drop --fill (and "
+                         "--budget-bytes still caps the result)")
+    if fill is None:
+        fill = plan_file is None and ctx.get_parameter_source("budget_bytes") == click.core.ParameterSource.COMMANDLINE
+    planner = PlannerConfig(**({"menu": tuple(f.strip() for f in menu.split(",") if f.strip())} if menu else {}))
+    plan = read_plan(plan_file) if plan_file is not None else None
     if checkpoint_family(checkpoint) == "recurrent":
         if tokenizer is not None or pgolf_from(kw).given():
             raise UsageError(f"{checkpoint} is a recurrent golfpack checkpoint: --tokenizer, --mlp-power, "
                              f"--rope-base and --softcap apply to Parameter Golf checkpoints only")
-        res = pack_checkpoint_file(checkpoint, out, opts)
+        res = pack_checkpoint_file(checkpoint, out, opts, calib=CalibConfig(data=calib_data, tokens=calib_tokens),
+                                   plan=plan, fill=fill, planner=planner)
     else:
+        if plan is not None or fill or calib_data is not None:
+            raise UsageError("--plan, --fill and --calib-data apply to golfpack recurrent checkpoints in this "
+                             "version; Parameter Golf checkpoints get the default plan (--no-fill)")
         from core.tokenizer import Tokenizer
         from quant.pack_foreign import pack_pgolf_file
 
@@ -209,9 +243,17 @@ def pack(checkpoint, out, budget_bytes, embed_format, matrix_format, control_for
         res, _ = pack_pgolf_file(checkpoint, out, opts, pgolf_from(kw), tok)
     rep = {"artifact": str(out), "file_bytes": res.file_bytes, "code_bytes": res.code.compressed_bytes,
            "total_bytes": res.total_bytes, "budget_bytes": res.budget_bytes,
-           "headroom_bytes": res.budget_bytes - res.total_bytes, "plan": res.plan}
+           "headroom_bytes": res.budget_bytes - res.total_bytes, "plan": res.plan, "scales": res.scales,
+           "aliases": res.aliases, "planning": {k: v for k, v in res.report.items() if k != "plan"}}
+    if plan_out is not None:
+        from packer.atomic import write_bytes_atomic
+
+        refuse_same_path(plan_out, [checkpoint, tokenizer, out])
+        write_bytes_atomic(plan_out, (json.dumps(res.report.get("plan", {}), indent=2, sort_keys=True)
+                                      + "\n").encode())
+    how = res.report.get("mode", "default")
     emit(rep, as_json, f"wrote {out}: {res.file_bytes:,} B + code {res.code.compressed_bytes:,} B = "
-                       f"{res.total_bytes:,} B of {res.budget_bytes:,} B")
+                       f"{res.total_bytes:,} B of {res.budget_bytes:,} B ({how} plan)")
 
 
 # --- audit ---------------------------------------------------------------------------------------------------

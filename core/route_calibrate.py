@@ -156,7 +156,7 @@ def fit_parts(a: list[CalibBatch], fraction: float, ridge: float, seed: int = 0,
               signals=LEGAL_SIGNALS) -> FittedParts:
     """Signs of the scalar signals (the orientation capturing more gain at `fraction`), probes, heuristic."""
     gain = _gains(a)
-    k = max(1, int(round(fraction * len(gain))))
+    k = max(1, round(fraction * len(gain)))
     parts = FittedParts(seed=seed)
     for s in SCALAR_SIGNALS:
         if s not in signals:

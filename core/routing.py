@@ -143,7 +143,7 @@ class RoutingRule:
         """Most positions the bucket can select in a window of `length`: floor(cap * length); None: no cap."""
         if self.cap_fraction is None:
             return None
-        return int(math.floor(self.cap_fraction * length + CAP_EPS))
+        return math.floor(self.cap_fraction * length + CAP_EPS)
 
     def decide(self, scores: torch.Tensor) -> tuple[torch.Tensor, int]:
         """scores [B,T] (float32, one window per row) -> (selected bool [B,T], positions the cap refused)."""

@@ -39,14 +39,27 @@ _A = 48_271
 @dataclass
 class PassK:
     """What the model has after pass K for a batch of windows: input tokens [B,T], states [B,T,D], and the
-    K-exit logits and log-probabilities [B,T,V] (None when no signal needs the head)."""
+    K-exit logits [B,T,V] (None when no signal needs the head). `logp` (log-softmax) is computed once, on
+    first use, and shared with the loss."""
 
     tokens: torch.Tensor
     h_prev: torch.Tensor
     h_k: torch.Tensor
-    logp: torch.Tensor | None
+    logits: torch.Tensor | None
     vocab_size: int
-    logits: torch.Tensor | None = None
+    _logp: torch.Tensor | None = None
+
+    @property
+    def logp(self) -> torch.Tensor:
+        if self.logits is None:
+            raise ValueError("signals reading the K-exit distribution need the K-exit logits (PassK.logits)")
+        if self._logp is None:
+            self._logp = F.log_softmax(self.logits.float(), dim=-1)
+        return self._logp
+
+    @property
+    def has_logp(self) -> bool:
+        return self._logp is not None
 
 
 def probe_dim(signal: str, d_model: int) -> int:
@@ -55,18 +68,64 @@ def probe_dim(signal: str, d_model: int) -> int:
 
 
 # --- primitive pieces ----------------------------------------------------------------------------------------
-def _logit_stats(logp: torch.Tensor) -> dict[str, torch.Tensor]:
-    top = logp.topk(2, dim=-1).values
-    return {"entropy": -(logp.exp() * logp).sum(-1),
-            "prob_margin": top[..., 0].exp() - top[..., 1].exp(),
-            "logit_margin": top[..., 0] - top[..., 1]}
+class _Memo:
+    """Shared intermediate values of one batch, so each is computed once whatever the set of signals."""
 
+    def __init__(self, pk: PassK) -> None:
+        self.pk, self.cache = pk, {}
 
-def _hidden_stats(h_prev: torch.Tensor, h_k: torch.Tensor) -> dict[str, torch.Tensor]:
-    nk = h_k.norm(dim=-1)
-    return {"update_size": (h_k - h_prev).norm(dim=-1) / (nk + EPS),
-            "cosine_saturation": (h_k * h_prev).sum(-1) / (nk * h_prev.norm(dim=-1) + EPS),
-            "residual_norm": nk / h_k.shape[-1] ** 0.5}
+    def get(self, key: str) -> torch.Tensor:
+        if key not in self.cache:
+            self.cache[key] = getattr(self, "_" + key)()
+        return self.cache[key]
+
+    def _top2(self):
+        return self.pk.logits.float().topk(2, dim=-1).values
+
+    def _entropy(self):
+        logp = self.pk.logp
+        return -(logp.exp() * logp).sum(-1)
+
+    def _prob_margin(self):
+        top, lse = self.get("top2"), torch.logsumexp(self.pk.logits.float(), dim=-1)
+        return (top[..., 0] - lse).exp() - (top[..., 1] - lse).exp()
+
+    def _logit_margin(self):
+        top = self.get("top2")
+        return top[..., 0] - top[..., 1]
+
+    def _norm_k(self):
+        return self.pk.h_k.norm(dim=-1)
+
+    def _update_size(self):
+        return (self.pk.h_k - self.pk.h_prev).norm(dim=-1) / (self.get("norm_k") + EPS)
+
+    def _cosine_saturation(self):
+        pk = self.pk
+        return (pk.h_k * pk.h_prev).sum(-1) / (self.get("norm_k") * pk.h_prev.norm(dim=-1) + EPS)
+
+    def _residual_norm(self):
+        return self.get("norm_k") / self.pk.h_k.shape[-1] ** 0.5
+
+    def _log_update_size(self):
+        return torch.log(self.get("update_size") + EPS)
+
+    def _log_residual_norm(self):
+        return torch.log(self.get("residual_norm") + EPS)
+
+    def _probe_x(self):
+        return torch.stack([self.get(k) for k in PROBE_FEATURES], dim=-1)
+
+    def _probe_hidden_x(self):
+        h = self.pk.h_k
+        unit = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
+        return torch.cat([torch.stack([self.get(k) for k in PROBE_HIDDEN_SCALARS], dim=-1), unit], dim=-1)
+
+    def _tokens(self):
+        return self.pk.tokens
+
+    def _cells(self):
+        return heuristic_cells(self.pk.tokens, self.pk.vocab_size)
 
 
 def random_uniform(tokens: torch.Tensor, seed: int) -> torch.Tensor:
@@ -95,9 +154,7 @@ def required(signals) -> set[str]:
     """Feature keys the given signals read."""
     need: set[str] = set()
     for s in signals:
-        if s in (Signal.ENTROPY, Signal.PROB_MARGIN, Signal.LOGIT_MARGIN):
-            need.add(s)
-        elif s in (Signal.UPDATE_SIZE, Signal.COSINE, Signal.RESIDUAL_NORM):
+        if s in (Signal.ENTROPY, Signal.PROB_MARGIN, Signal.LOGIT_MARGIN) or s in (Signal.UPDATE_SIZE, Signal.COSINE, Signal.RESIDUAL_NORM):
             need.add(s)
         elif s == Signal.PROBE:
             need.add("probe_x")
@@ -112,29 +169,8 @@ def required(signals) -> set[str]:
 
 def features(pk: PassK, signals) -> dict[str, torch.Tensor]:
     """The per-position features [B,T] (probe inputs [B,T,F]) that `signals` read, from one batch."""
-    need = required(signals)
-    out: dict[str, torch.Tensor] = {}
-    logit_keys = {"entropy", "prob_margin", "logit_margin", "probe_x"}
-    if need & logit_keys:
-        if pk.logp is None:
-            raise ValueError("signals reading the K-exit distribution need PassK.logp")
-        out.update(_logit_stats(pk.logp))
-    if need & {"update_size", "cosine_saturation", "residual_norm", "probe_x", "probe_hidden_x"}:
-        out.update(_hidden_stats(pk.h_prev, pk.h_k))
-    if need & {"probe_x", "probe_hidden_x"}:
-        out["log_update_size"] = torch.log(out["update_size"] + EPS)
-        out["log_residual_norm"] = torch.log(out["residual_norm"] + EPS)
-    if "probe_x" in need:
-        out["probe_x"] = torch.stack([out[k] for k in PROBE_FEATURES], dim=-1)
-    if "probe_hidden_x" in need:
-        unit = pk.h_k * torch.rsqrt(pk.h_k.pow(2).mean(-1, keepdim=True) + EPS)
-        out["probe_hidden_x"] = torch.cat([torch.stack([out[k] for k in PROBE_HIDDEN_SCALARS], dim=-1), unit],
-                                          dim=-1)
-    if "tokens" in need:
-        out["tokens"] = pk.tokens
-    if "cells" in need:
-        out["cells"] = heuristic_cells(pk.tokens, pk.vocab_size)
-    return {k: v for k, v in out.items() if k in need}
+    memo = _Memo(pk)
+    return {k: memo.get(k) for k in sorted(required(signals))}
 
 
 def score(rule: RoutingRule, feats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -169,14 +205,10 @@ def oracle_score(signal: str, nll_k: torch.Tensor, nll_k1: torch.Tensor) -> torc
     return (nll_k - nll_k1) if signal == Signal.ORACLE_GAIN else nll_k
 
 
-def k_exit_logp(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.float(), dim=-1)
-
-
 def pass_k(model, tokens: torch.Tensor, signals) -> PassK:
     """Run passes 1..K; the head too when one of `signals` reads the K-exit distribution."""
     if any(s in LOGIT_SIGNALS for s in signals):
         ex = model.forward_exits(tokens)
-        return PassK(tokens, ex.h_prev, ex.h_k, k_exit_logp(ex.logits), model.cfg.vocab_size, ex.logits)
+        return PassK(tokens, ex.h_prev, ex.h_k, ex.logits, model.cfg.vocab_size)
     h_prev, h_k = model.states(tokens)
     return PassK(tokens, h_prev, h_k, None, model.cfg.vocab_size)

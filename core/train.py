@@ -48,6 +48,7 @@ class TrainConfig:
     max_wallclock_seconds: float | None = None  # hard cap on the loop's wall clock, with steps or alone
     device: str = "auto"  # auto (the local rank's GPU if CUDA is present, else CPU) | cpu | cuda
     compile: bool = False  # torch.compile the loss function (worth it on GPU)
+    two_exit: bool = False  # loss = mean of the K-exit and K+1-exit losses, so both routing exits are good
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.train_seconds is not None:
@@ -123,7 +124,7 @@ def sample_batch(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Ge
     starts = gen.integers(0, len(tokens) - seq_len - 1, size=batch)[rank::world_size]
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
     win = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64))
-    return win[:, :-1], win[:, 1:]
+    return win[:, :-1].contiguous(), win[:, 1:].contiguous()  # contiguous: one compiled graph
 
 
 def autocast_for(device: torch.device):
@@ -163,9 +164,20 @@ def quick_val_bpb(model: RecurrentLM, val_tokens: np.ndarray, tables, max_tokens
 
 
 def compute_loss(model: RecurrentLM, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """The training objective for one (local) batch: mean next-token cross-entropy (nats), a scalar."""
-    logits = model(x)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+    """The training objective for one (local) batch: mean next-token cross-entropy (nats), a scalar.
+
+    With `cfg.two_exit`: the mean of the cross-entropies after pass K and after pass K+1 (the routing
+    rule's two exits), from one forward: pass K+1 continues from the pass-K states."""
+    if not cfg.two_exit:
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+    if model.cfg.extra_passes < 1:
+        raise ConfigError("TrainConfig.two_exit needs a model with extra_passes >= 1 (parameters for pass K+1)")
+    ex = model.forward_exits(x)
+    logits1 = model.extra_pass(ex.h_k)
+    y = y.reshape(-1)
+    return 0.5 * (F.cross_entropy(ex.logits.reshape(-1, ex.logits.shape[-1]).float(), y)
+                  + F.cross_entropy(logits1.reshape(-1, logits1.shape[-1]).float(), y))
 
 
 def lr_at(cfg: TrainConfig, step: int, frac_done: float) -> float:
@@ -205,9 +217,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_tokens: np.ndarray, va
     history: list[dict] = []
     model.train()
     if cfg.compile:  # compile before the clock starts; no optimizer step, so the weights are untouched
-        x0 = torch.zeros(global_seqs // ctx.world_size, L, dtype=torch.long, device=ctx.device)
+        x0, y0 = (torch.zeros(global_seqs // ctx.world_size, L, dtype=torch.long, device=ctx.device)
+                  for _ in range(2))  # two tensors, as in training (aliasing would compile another graph)
         with autocast_for(ctx.device):
-            loss_fn(model, x0, x0, cfg).backward()
+            loss_fn(model, x0, y0, cfg).backward()
         opt.zero_grad(set_to_none=True)
     start = time.perf_counter()
     step, loss_ema = 0, None

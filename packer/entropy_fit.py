@@ -83,18 +83,37 @@ def cost_table(shape: str) -> np.ndarray:
 
 
 class CostModel:
-    """Bit costs of codes X [R, C] under per-element (sigma index, mean4) with the tail-to-boundary rule."""
+    """Bit costs of codes X [R, C] under per-element (sigma index k, mean4) with the tail-to-boundary rule.
+
+    Index arithmetic is int32 and pre-offset: the cost of x_ij is tab[base_ij + k_ij * ND - m4_ij]."""
 
     def __init__(self, X: np.ndarray, lo: int, hi: int, shape: str) -> None:
         self.X = X
         self.tab = cost_table(shape)
         typ = np.where(X == lo, 1, np.where(X == hi, 2, 0)).astype(np.int32)
-        self.base = typ * (NK * ND) + D_MAX + 4 * X.astype(np.int32)
+        self.base = typ * np.int32(NK * ND) + np.int32(D_MAX - K_MIN * ND) + 4 * X.astype(np.int32)
         self.lo, self.hi, self.shape = lo, hi, shape
 
-    def bits(self, k, m4, rows=slice(None)) -> np.ndarray:
-        kk = np.clip(np.asarray(k), K_MIN, K_MAX).astype(np.int32) - K_MIN
-        return self.tab[self.base[rows] - np.asarray(m4, np.int32) + kk * ND]
+    def with_cols(self, b: np.ndarray, m4: np.ndarray) -> np.ndarray:
+        return self.base + (b * ND - m4).astype(np.int32)[None, :]
+
+    def with_rows(self, a: np.ndarray, m4: np.ndarray) -> np.ndarray:
+        return self.base + (a * ND).astype(np.int32)[:, None] - m4.astype(np.int32)[None, :]
+
+    def with_sigma(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.base + ((a[:, None] + b[None, :]) * ND).astype(np.int32)
+
+    def row_bits(self, a: np.ndarray, b: np.ndarray, m4: np.ndarray, rows=slice(None)) -> np.ndarray:
+        idx = self.base[rows] + (b * ND - m4).astype(np.int32)[None, :] + (a * ND).astype(np.int32)[:, None]
+        return self.tab[idx].sum(1, dtype=np.float64)
+
+    def ref_bits(self, rows: np.ndarray, a: np.ndarray, m4: np.ndarray) -> np.ndarray:
+        """Per-row bits of rows with one sigma index each and per-element means m4 [len(rows), C]."""
+        idx = self.base[rows] - m4.astype(np.int32) + (a * ND).astype(np.int32)[:, None]
+        return self.tab[idx].sum(1, dtype=np.float64)
+
+    def total_bits(self, a: np.ndarray, b: np.ndarray, m4: np.ndarray) -> float:
+        return float(self.row_bits(a, b, m4).sum())
 
 
 def _offsets(window: int) -> list[int]:
@@ -103,14 +122,14 @@ def _offsets(window: int) -> list[int]:
 
 def _descend(cost_of, values: np.ndarray, lo: int, hi: int, window: int = 2, rounds: int = 8) -> np.ndarray:
     """Per-group integer parameter minimising cost_of(values) -> per-group bits, by local search."""
-    values = values.copy()
+    values = np.clip(values, lo, hi)
     for _ in range(rounds):
         cur = cost_of(values)
         best, best_cost = values.copy(), cur
         for d in _offsets(window):
             cand = np.clip(values + d, lo, hi)
             c = cost_of(cand)
-            better = c < best_cost - 1e-6
+            better = c < best_cost - 1e-3
             best = np.where(better, cand, best)
             best_cost = np.where(better, c, best_cost)
         if np.array_equal(best, values):
@@ -125,65 +144,52 @@ def _init_k(rms: np.ndarray, shape: str) -> np.ndarray:
     return np.clip(k, K_MIN, K_MAX).astype(np.int64)
 
 
-FIT_SAMPLE_ELEMS = 1 << 18     # column parameters are fitted on at most this many codes (evenly spaced rows)
+FIT_SAMPLE_ELEMS = 1 << 18     # variants are fitted and ranked on at most this many codes (evenly spaced rows)
 
 
-def _sum(x: np.ndarray, axis=None) -> np.ndarray:
-    return x.sum(axis, dtype=np.float64)
-
-
-def fit_row_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray, rows=slice(None), a=None) -> np.ndarray:
-    """Per-row sigma index given column offsets b and column means m4 (local search from the RMS guess)."""
-    X = cm.X[rows]
-    if a is None:
-        a = _init_k(np.sqrt(((X - m4[None, :] / 4.0) ** 2).mean(1)), cm.shape) - int(np.median(b))
-    lo_k, hi_k = K_MIN - int(b.min()), K_MAX - int(b.max())
-    return _descend(lambda v: _sum(cm.bits(v[:, None] + b[None, :], m4[None, :], rows), 1), np.clip(a, lo_k, hi_k),
-                    lo_k, hi_k)
-
-
-def fit_tensor_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray, rows=slice(None)) -> int:
-    X = cm.X[rows]
-    a0 = _init_k(np.sqrt(((X - m4[None, :] / 4.0) ** 2).mean()), cm.shape)[None]
-    lo_k, hi_k = K_MIN - int(b.min()), K_MAX - int(b.max())
-    one = _descend(lambda v: _sum(cm.bits(v[0] + b[None, :], m4[None, :], rows))[None], np.clip(a0, lo_k, hi_k),
-                   lo_k, hi_k)
-    return int(one[0])
-
-
-def sample_rows(R: int, C: int):
-    """All rows, or evenly spaced rows holding about FIT_SAMPLE_ELEMS codes."""
+def sample_rows(R: int, C: int) -> np.ndarray | None:
+    """None (use all rows), or evenly spaced rows holding about FIT_SAMPLE_ELEMS codes."""
     n = max(16, FIT_SAMPLE_ELEMS // max(C, 1))
     if n >= R:
-        return slice(None)
+        return None
     return np.unique(np.linspace(0, R - 1, n).round().astype(np.int64))
 
 
-def fit_spread(cm: CostModel, row_sigma: bool = True, col_sigma: bool = True, col_mean: bool = True):
-    """(a [R], b [C], m4 [C]): sigma index a_i + b_j and mean m4_j / 4, by alternating local search.
+def _k_bounds(b: np.ndarray) -> tuple[int, int]:
+    return K_MIN - int(b.min()), K_MAX - int(b.max())
 
-    Column parameters come from a row sample when the tensor is large; row sigmas are then refitted on all
-    rows."""
+
+def fit_row_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray, a=None) -> np.ndarray:
+    """Per-row sigma index given column offsets b and column means m4 (local search from the RMS guess)."""
+    if a is None:
+        a = _init_k(np.sqrt(((cm.X - m4[None, :] / 4.0) ** 2).mean(1)), cm.shape) - int(np.median(b))
+    bc = cm.with_cols(b, m4)
+    return _descend(lambda v: cm.tab[bc + (v * ND).astype(np.int32)[:, None]].sum(1), a, *_k_bounds(b))
+
+
+def fit_tensor_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray) -> np.ndarray:
+    a0 = _init_k(np.sqrt(((cm.X - m4[None, :] / 4.0) ** 2).mean()), cm.shape)[None]
+    bc = cm.with_cols(b, m4)
+    one = _descend(lambda v: cm.tab[bc + np.int32(v[0] * ND)].sum(dtype=np.float64)[None], a0, *_k_bounds(b))
+    return np.full(cm.X.shape[0], one[0], np.int64)
+
+
+def fit_spread(cm: CostModel, row_sigma: bool = True, col_sigma: bool = True, col_mean: bool = True):
+    """(a [R], b [C], m4 [C]): sigma index a_i + b_j and mean m4_j / 4, by alternating local search."""
     R, C = cm.X.shape
-    rows = sample_rows(R, C)
-    X = cm.X[rows]
-    m4 = np.clip(np.round(4 * X.mean(0)), 4 * cm.lo, 4 * cm.hi).astype(np.int64) if col_mean else \
+    m4 = np.clip(np.round(4 * cm.X.mean(0)), 4 * cm.lo, 4 * cm.hi).astype(np.int64) if col_mean else \
         np.zeros(C, np.int64)
     b = np.zeros(C, np.int64)
     a = None
     for _ in range(3):
-        if row_sigma:
-            a = fit_row_sigma(cm, b, m4, rows, a)
-        else:
-            a = np.full(X.shape[0], fit_tensor_sigma(cm, b, m4, rows), np.int64)
+        a = fit_row_sigma(cm, b, m4, a) if row_sigma else fit_tensor_sigma(cm, b, m4)
         if col_sigma:
-            b = _descend(lambda v: _sum(cm.bits(a[:, None] + v[None, :], m4[None, :], rows), 0), b,
+            br = cm.with_rows(a, m4)
+            b = _descend(lambda v: cm.tab[br + (v * ND).astype(np.int32)[None, :]].sum(0), b,
                          K_MIN - int(a.min()), K_MAX - int(a.max()))
         if col_mean:
-            m4 = _descend(lambda v: _sum(cm.bits(a[:, None] + b[None, :], v[None, :], rows), 0), m4,
-                          4 * cm.lo, 4 * cm.hi)
-    if isinstance(rows, np.ndarray):
-        a = fit_row_sigma(cm, b, m4) if row_sigma else np.full(R, fit_tensor_sigma(cm, b, m4), np.int64)
+            bk = cm.with_sigma(a, b)
+            m4 = _descend(lambda v: cm.tab[bk - v.astype(np.int32)[None, :]].sum(0), m4, 4 * cm.lo, 4 * cm.hi)
     return a, b, m4
 
 
@@ -196,15 +202,8 @@ def reduce_spread(cm: CostModel, full, row_sigma: bool, col_sigma: bool, col_mea
         b = np.zeros(C, np.int64)
     if not col_mean:
         m4 = np.zeros(C, np.int64)
-    if row_sigma:
-        a = fit_row_sigma(cm, b, m4, a=a)
-    else:
-        a = np.full(R, fit_tensor_sigma(cm, b, m4), np.int64)
+    a = fit_row_sigma(cm, b, m4, a=a) if row_sigma else fit_tensor_sigma(cm, b, m4)
     return a, b, m4
-
-
-def data_bits(cm: CostModel, a: np.ndarray, b: np.ndarray, m4: np.ndarray) -> float:
-    return float(_sum(cm.bits(a[:, None] + b[None, :], m4[None, :])))
 
 
 # --- near-duplicate rows -------------------------------------------------------------------------------------
@@ -219,8 +218,9 @@ def find_parents(X: np.ndarray, min_corr: float = 0.8) -> np.ndarray:
     parent = np.full(R, -1, np.int64)
     if R < 2 or C < 8 or R > MAX_CLUSTER_ROWS:
         return parent
-    F = X.astype(np.float64)
-    norms = np.sqrt((F * F).sum(1))
+    amax = int(np.abs(X.astype(np.int64)).max()) if X.size else 0
+    F = X.astype(np.float32 if amax * amax * C < (1 << 24) else np.float64)   # exact integer dot products
+    norms = np.sqrt((F.astype(np.float64) ** 2).sum(1))
     for i0 in range(1, R, 1024):
         i1 = min(R, i0 + 1024)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -260,10 +260,12 @@ def fit_groups(H: np.ndarray, k: int, iters: int = 12) -> np.ndarray:
     labels = np.empty(R, np.int64)
     labels[order] = np.minimum(np.arange(R) * k // max(R, 1), k - 1)
     for _ in range(iters):
-        tables = np.zeros((k, A))
-        np.add.at(tables, labels, H)
+        tables = np.stack([H[labels == g].sum(0) for g in range(k)]).astype(np.float64)
         logq = np.log2((tables + 0.5) / (tables.sum(1, keepdims=True) + 0.5 * A))
-        new = np.argmin(-(H @ logq.T), axis=1)
+        # small products without BLAS: its threads stall on a busy machine for tiny matrices
+        step = max(1, (1 << 22) // (A * k))
+        new = np.concatenate([np.argmin(-(H[i:i + step, :, None] * logq.T[None]).sum(1), axis=1)
+                              for i in range(0, R, step)])
         if np.array_equal(new, labels):
             break
         labels = new

@@ -61,7 +61,7 @@ def _finish(w: io.BlobWriter, coder: Ans) -> bytes:
 
 def _encode_const(X: np.ndarray) -> bytes:
     v = int(X.flat[0]) if X.size else 0
-    return bytes([MODEL_CONST, v + 128])
+    return bytes([MODEL_CONST, v + 128, (v + 128) ^ 0xFF])      # the complement guards the value byte
 
 
 # --- tables ----------------------------------------------------------------------------------------------
@@ -319,6 +319,8 @@ def _read_start(stored: bytes, R: int, C: int, bounds: tuple[int, int], what: st
         raise r._fail("model", f"unknown ANS model id {model}")
     lo = r.u8("lo") - 128
     if model == MODEL_CONST:
+        if r.u8("check") != (lo + 128) ^ 0xFF:
+            raise r._fail("check", "the constant's check byte does not match")
         if not bounds[0] <= lo <= bounds[1] and R * C:
             raise r._fail("value", f"constant {lo} outside {list(bounds)}")
         return r, model, lo, lo
@@ -367,11 +369,23 @@ def describe_codes(stored: bytes, R: int, C: int, bounds: tuple[int, int] = (-12
             "side_bits": int(side_bits)}
 
 
-def _param_candidates(X: np.ndarray, lo: int, hi: int, shape: str) -> list[tuple[float, ParamFit]]:
-    """(estimated bytes, fit) for every on/off combination of row sigma, column sigma and column mean, and
-    near-copy rows predicted from an earlier row on top of the best of them."""
-    cm = fit.CostModel(X, lo, hi, shape)
+@dataclass(frozen=True)
+class _Variant:
+    shape: str
+    row_sigma: bool
+    col_sigma: bool
+    col_mean: bool
+    fitted: tuple            # (a, b, m4) on the fitting rows
+
+
+def _param_candidates(X: np.ndarray, lo: int, hi: int, shape: str) -> list[tuple[float, _Variant]]:
+    """(estimated bytes, variant) for every on/off combination of row sigma, column sigma and column mean,
+    fitted and ranked on a row sample when the tensor is large (estimates scaled to the whole tensor)."""
     R, C = X.shape
+    sample = fit.sample_rows(R, C)
+    Xs = X if sample is None else X[sample]
+    scale = 1.0 if sample is None else R / len(sample)
+    cm = fit.CostModel(Xs, lo, hi, shape)
     cols = R >= 4 and C >= 4
     full = fit.fit_spread(cm, row_sigma=True, col_sigma=cols, col_mean=cols)
     out = []
@@ -380,30 +394,37 @@ def _param_candidates(X: np.ndarray, lo: int, hi: int, shape: str) -> list[tuple
             for mu in ((False, True) if cols else (False,)):
                 a, b, m4 = full if (rs and cs == cols and mu == cols) else fit.reduce_spread(cm, full, rs, cs, mu)
                 pf = ParamFit(shape, a, b if cs else None, m4 if mu else None)
-                out.append((_estimate_param_bytes(cm, pf, fit.data_bits(cm, a, b, m4)), pf))
-    best = min(out, key=lambda t: t[0])[1]
-    refs = _fit_refs(cm, X, best)
-    if refs is not None:
-        out.append(refs)
+                est = _estimate_param_bytes(cm, pf, cm.total_bits(a, b, m4)) * scale
+                out.append((est, _Variant(shape, rs, cs, mu, (a, b, m4))))
     return out
 
 
-def _fit_refs(cm: fit.CostModel, X: np.ndarray, base: ParamFit) -> tuple[float, ParamFit] | None:
+def _lift(X: np.ndarray, lo: int, hi: int, v: _Variant, cms: dict) -> tuple[float, ParamFit]:
+    """A variant fitted on all rows: column parameters kept, row sigmas refitted when fitted on a sample."""
+    R, C = X.shape
+    cm = cms.setdefault(v.shape, fit.CostModel(X, lo, hi, v.shape))
+    a, b, m4 = v.fitted
+    if len(a) != R:
+        a = fit.fit_row_sigma(cm, b, m4) if v.row_sigma else fit.fit_tensor_sigma(cm, b, m4)
+    pf = ParamFit(v.shape, a, b if v.col_sigma else None, m4 if v.col_mean else None)
+    return _estimate_param_bytes(cm, pf, cm.total_bits(a, b, m4)), pf
+
+
+def _fit_refs(cm: fit.CostModel, parent: np.ndarray, base: ParamFit) -> tuple[float, ParamFit] | None:
     """Rows that are near-copies of an earlier row, predicted from it (LZ-like), where that pays."""
-    parent = fit.find_parents(X)
     cand = np.flatnonzero(parent >= 0)
     if not cand.size:
         return None
-    lo, hi = cm.lo, cm.hi
+    X, lo, hi = cm.X, cm.lo, cm.hi
     R, C = X.shape
     b, m4 = _base_params(base, C)
     a = base.a_base
-    own = cm.bits(a[cand, None] + b[None, :], m4[None, :], cand).sum(1, dtype=np.float64)
+    own = cm.row_bits(a[cand], b, m4, cand)
     xp = X[parent[cand]].astype(np.float64)
     beta = np.clip(np.round(16 * (X[cand] * xp).sum(1) / np.maximum((xp * xp).sum(1), 1)), 1, 64).astype(np.int64)
 
     def cost(ar, bt):
-        return cm.bits(ar[:, None], fit.ref_means4(bt, X[parent[cand]], lo, hi), cand).sum(1, dtype=np.float64)
+        return cm.ref_bits(cand, ar, fit.ref_means4(bt, X[parent[cand]], lo, hi))
 
     m4r = fit.ref_means4(beta, X[parent[cand]], lo, hi)
     ar = fit._init_k(np.sqrt(((X[cand] - m4r / 4.0) ** 2).mean(1)), cm.shape)
@@ -418,8 +439,8 @@ def _fit_refs(cm: fit.CostModel, X: np.ndarray, base: ParamFit) -> tuple[float, 
     par[cand[keep]] = parent[cand[keep]]
     base_rows = np.flatnonzero(par < 0)
     pf = ParamFit(cm.shape, a[base_rows], base.b, base.m4, par, ar[keep], beta[keep])
-    bits = float(cm.bits(a[base_rows, None] + b[None, :], m4[None, :], base_rows).sum(dtype=np.float64))
-    return _estimate_param_bytes(cm, pf, bits + float(ref_bits[keep].sum())), pf
+    bits = float(cm.row_bits(a[base_rows], b, m4, base_rows).sum()) + float(ref_bits[keep].sum())
+    return _estimate_param_bytes(cm, pf, bits), pf
 
 
 def encode_codes(X: np.ndarray, prefer: str = "size") -> bytes:
@@ -444,7 +465,16 @@ def encode_codes(X: np.ndarray, prefer: str = "size") -> bytes:
     if prefer == "size":
         cands = [c for shape in fit.SHAPES for c in _param_candidates(X, lo, hi, shape)]
         order = sorted(range(len(cands)), key=lambda i: (cands[i][0], i))
-        blobs += [_encode_param(X, lo, hi, cands[i][1]) for i in order[:PARAM_TRIALS]]
+        cms: dict = {}
+        trials = PARAM_TRIALS if X.size <= 1 << 20 else 1
+        lifted = [_lift(X, lo, hi, cands[i][1], cms) for i in order[:trials]]
+        parent = fit.find_parents(X)
+        if (parent >= 0).any():
+            est, best = min(lifted, key=lambda t: t[0])
+            refs = _fit_refs(cms[best.shape], parent, best)
+            if refs is not None and refs[0] < est:
+                lifted.append(refs)
+        blobs += [_encode_param(X, lo, hi, pf) for _, pf in lifted]
     return min(blobs, key=len)
 
 

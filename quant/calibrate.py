@@ -11,7 +11,7 @@ planner's sensitivities. Must not: quantize, choose formats, or read validation 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from core.progress import Progress
 from core.shards import find_shards, load_tokens
 from packer.errors import ConfigError, DataError, UsageError
 
-DEFAULT_CALIB_TOKENS = 16384
+DEFAULT_CALIB_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Hessian:
 
     matrix: np.ndarray
     rows: int
+    cache: dict = field(default_factory=dict, repr=False, compare=False)   # e.g. GPTQ's factorisation
 
 
 def train_shards(data: Path) -> list[Path]:
@@ -56,6 +57,12 @@ def train_shards(data: Path) -> list[Path]:
                              f"holds '_train_'); calibration never reads validation data")
         return [data]
     return find_shards(data, "train")
+
+
+def default_calib_data(ckpt_path: Path) -> Path | None:
+    """The checkpoint's folder when it holds training shards (as `golfpack demo` and `train` leave them)."""
+    folder = Path(ckpt_path).resolve().parent
+    return folder if any(p.is_file() for p in folder.glob("*_train_*.bin")) else None
 
 
 def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int) -> np.ndarray:

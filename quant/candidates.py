@@ -19,7 +19,7 @@ from packer.errors import QuantError
 from quant import formats
 from quant import primitives as P
 from quant.calibrate import Hessian
-from quant.gptq import GPTQConfig, gptq_codes
+from quant.gptq import GPTQConfig, gptq_codes, prepare
 from quant.pack import PackOptions, sized_tensor_sections
 
 
@@ -79,7 +79,10 @@ def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | 
     rows = P.check_rows(formats.as_rows(w))
     clip = P.absmean_clip(rows, s.group) if s.ternary else P.clip_search(rows, s.bits, s.group, weights=diag)
     scales = P.scales_for_clip(clip, s.bits)
-    codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, gptq_config(opts))
+    cfg = gptq_config(opts)
+    if cfg not in hessian.cache:
+        hessian.cache[cfg] = prepare(hessian.matrix, cfg)
+    codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
     return formats.from_codes(fmt, codes, scales, "gptq")
 
 

@@ -44,24 +44,31 @@ def _inverse_cholesky(h: np.ndarray, damp_frac: float) -> np.ndarray:
                      f"use more calibration tokens or a larger damp_frac")
 
 
+def prepare(h: np.ndarray, cfg: GPTQConfig = GPTQConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """(column order, upper Cholesky factor of the damped inverse Hessian in that order): the part of GPTQ
+    that depends on the Hessian only, so that one tensor's formats can share it."""
+    H = np.array(h, dtype=np.float64)
+    C = H.shape[0]
+    dead = np.diag(H) == 0                       # inputs never seen: no feedback through them
+    H[dead, dead] = 1.0
+    perm = np.argsort(-np.diag(H), kind="stable") if cfg.act_order else np.arange(C)
+    return perm, _inverse_cholesky(H[np.ix_(perm, perm)], cfg.damp_frac)
+
+
 def gptq_codes(w: np.ndarray, h: np.ndarray, scales: np.ndarray, bits: int, group: int | None = None,
-               cfg: GPTQConfig = GPTQConfig()) -> np.ndarray:
-    """int8 codes [R,C] for w [R,C] with fixed fp16 scales [R] or [R,G] and input Hessian h = sum x x^T [C,C]."""
+               cfg: GPTQConfig = GPTQConfig(), prepared: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """int8 codes [R,C] for w [R,C] with fixed fp16 scales [R] or [R,G] and input Hessian h = sum x x^T [C,C]
+    (`prepared`: prepare(h, cfg), if already computed)."""
     w = P.check_rows(w)
     R, C = w.shape
     if h.shape != (C, C):
         raise QuantError(f"GPTQ: Hessian shape {h.shape} does not match the weight's {C} input columns")
     if C == 0 or R == 0:
         return np.zeros((R, C), dtype=np.int8)
-    H = np.array(h, dtype=np.float64)
-    dead = np.diag(H) == 0                       # inputs never seen: no feedback through them
-    H[dead, dead] = 1.0
-    perm = np.argsort(-np.diag(H), kind="stable") if cfg.act_order else np.arange(C)
+    perm, U = prepared if prepared is not None else prepare(h, cfg)
     W = w.astype(np.float64)[:, perm]
-    H = H[np.ix_(perm, perm)]
-    U = _inverse_cholesky(H, cfg.damp_frac)
-    S = np.ascontiguousarray(np.broadcast_to(P.expand_scales(scales, C, group), (R, C))[:, perm])
-    S16 = S.astype(np.float16)                   # exact: every value came from an fp16 scale
+    S = np.ascontiguousarray(np.broadcast_to(P.expand_scales(scales, C, group), (R, C))[:, perm].T)  # [C,R] f32
+    qmax = P.qmax_for_bits(bits)
     Q = np.zeros((R, C), dtype=np.int8)
     for i1 in range(0, C, cfg.block_size):
         i2 = min(i1 + cfg.block_size, C)
@@ -69,11 +76,10 @@ def gptq_codes(w: np.ndarray, h: np.ndarray, scales: np.ndarray, bits: int, grou
         E1 = np.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            col = W1[:, i:i + 1].astype(np.float32)
-            s = S16[:, i1 + i]
-            q = P.quantize_with_scales(col, s, bits)
-            Q[:, i1 + i] = q[:, 0]
-            err = (W1[:, i] - P.dequantize_rows(q, s)[:, 0].astype(np.float64)) / U1[i, i]
+            s = S[i1 + i]
+            q = P.round_codes(W1[:, i].astype(np.float32), s, qmax)
+            Q[:, i1 + i] = q
+            err = (W1[:, i] - P.scale_codes(q, s).astype(np.float64)) / U1[i, i]
             W1[:, i:] -= np.outer(err, U1[i, i:])
             E1[:, i] = err
         W[:, i2:] -= E1 @ U[i1:i2, i2:]

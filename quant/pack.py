@@ -146,12 +146,13 @@ def sized_section(name: str, raw: bytes, params: dict, opts: PackOptions) -> tup
 def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
                  plan: dict[str, str] | None = None, code: CodeCount | None = None, *,
                  encoded: dict[str, formats.Encoded] | None = None, aliases: dict[str, str] | None = None,
-                 hessians: dict | None = None) -> PackResult:
+                 hessians: dict | None = None, check_budget: bool = True) -> PackResult:
     """Pack float tensors (name -> array) with manifest fields `body` (model, routing, tokenizer...).
 
     `encoded` gives ready encodings (e.g. the planner's) for some tensors; the others are encoded in their
     plan format with the best scale method (GPTQ where `hessians` has the tensor's input Hessian).
-    `aliases` (alias -> stored name) default to the exact duplicates when opts.dedup.
+    `aliases` (alias -> stored name) default to the exact duplicates when opts.dedup. check_budget=False
+    returns an over-budget result instead of raising (the planner's trial packs).
     """
     from quant.candidates import best_candidate
     from quant.tying import find_duplicates
@@ -179,7 +180,7 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
     data = build_artifact(full, specs)
     code = code or count_code()
     total = len(data) + code.compressed_bytes
-    if total > opts.budget_bytes:
+    if check_budget and total > opts.budget_bytes:
         stored = {s.name: s.stored_bytes for s in parse_artifact(data).sections}
         per_tensor = {e["name"]: sum(stored[sec] for sec in e["sections"].values()) for e in entries
                       if "sections" in e}
@@ -192,13 +193,26 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
                       {n: e.scale for n, e in encoded.items() if e.scale is not None}, dict(aliases), encoded)
 
 
-def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions) -> PackResult:
-    """Load a golfpack checkpoint, pack it, write the artifact atomically (never over an input)."""
+def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, calib=None, plan=None,
+                         fill: bool = False, planner=None, progress: bool = True) -> PackResult:
+    """Load a golfpack checkpoint, pack it, write the artifact atomically (never over an input).
+
+    `route`: None keeps uniform depth; else a function artifact bytes -> manifest `routing` object, called on
+    the packed artifact (the model as it will run: dequantized), whose rule is then packed with the same
+    tensors (verify.adaptive.routing_calibrator builds one).
+    Calibration (GPTQ's Hessians, the planner's sensitivities) reads TRAINING shards only: those of
+    `calib.data` (quant.calibrate.CalibConfig), by default the checkpoint's own folder when it holds
+    `*_train_*.bin` shards; without any, scales come from data-free methods (said on stderr) and the planner
+    is unavailable. `plan`: explicit name -> (format, scale method or None) for some tensors (the rest
+    default); `fill`: the planner fills opts.budget_bytes; `planner`: quant.planner.PlannerConfig."""
     from pathlib import Path
 
     from core.checkpoint import checkpoint_paths, load_checkpoint
+    from core.model import RecurrentLM
     from packer.atomic import refuse_same_path
     from packer.writer import write_artifact
+    from quant.calibrate import CalibConfig, calibration_windows, default_calib_data
+    from quant.pipeline import log, pack_model
 
     inputs = [Path(ckpt_path), *checkpoint_paths(Path(ckpt_path))]
     refuse_same_path(Path(out_path), inputs)          # before any work: the output must not be an input
@@ -207,6 +221,18 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions) -> PackResult:
     body = {"model": {"family": "recurrent", "config": ckpt.config.to_dict()},
             "routing": {"policy": "uniform", "passes": ckpt.config.n_passes},
             "tokenizer": {"sha256": ckpt.meta.get("tokenizer_sha256"), "vocab_size": ckpt.config.vocab_size}}
-    result = pack_tensors(tensors, body, opts)
+    calib = calib or CalibConfig()
+    data = calib.data if calib.data is not None else default_calib_data(Path(ckpt_path))
+    windows = None
+    if data is not None:
+        windows = calibration_windows(Path(data), calib.tokens, ckpt.config.seq_len, ckpt.config.vocab_size)
+        log(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} training tokens from {data}", progress)
+    else:
+        log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
+            "scales by data-free clip choice, no GPTQ, no planner", progress)
+    model = RecurrentLM(ckpt.config)
+    model.load_state_dict(ckpt.tensors, strict=True)
+    result = pack_model(model, tensors, body, opts, windows=windows, plan=plan, fill=fill, planner=planner,
+                        route=route, progress=progress, batch_size=calib.batch_size)
     write_artifact(Path(out_path), result.data, inputs=inputs)
     return result

@@ -86,19 +86,27 @@ def scales_for_clip(clip: np.ndarray, bits: int) -> np.ndarray:
     return raw.astype(np.float16)
 
 
-def quantize_with_scales(w: np.ndarray, scales: np.ndarray, bits: int, group: int | None = None) -> np.ndarray:
-    """int8 codes for float rows w [R,C] with fp16 scales [R] or [R,G] (codes of zero-scale groups are 0)."""
-    qmax = qmax_for_bits(bits)
-    s = expand_scales(scales, w.shape[1], group)
+def round_codes(w: np.ndarray, s: np.ndarray, qmax: int) -> np.ndarray:
+    """The rounding rule: int8 clamp(rint(w / s), +-qmax) for float32 scales s broadcast against w (0 where s = 0)."""
     safe = np.where(s > 0, s, np.float32(1.0))
     codes = np.rint(np.asarray(w, dtype=np.float32) / safe)
     codes = np.where(s > 0, codes, 0.0)
     return np.clip(codes, -qmax, qmax).astype(np.int8)
 
 
+def quantize_with_scales(w: np.ndarray, scales: np.ndarray, bits: int, group: int | None = None) -> np.ndarray:
+    """int8 codes for float rows w [R,C] with fp16 scales [R] or [R,G] (codes of zero-scale groups are 0)."""
+    return round_codes(w, expand_scales(scales, w.shape[1], group), qmax_for_bits(bits))
+
+
+def scale_codes(codes: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The value rule: float32 codes x float32 scales s broadcast against codes."""
+    return codes.astype(np.float32) * s
+
+
 def dequantize(codes: np.ndarray, scales: np.ndarray, group: int | None = None) -> np.ndarray:
     """float32 [R,C] = codes x the scale of each value's row or group."""
-    return codes.astype(np.float32) * expand_scales(scales, codes.shape[1], group)
+    return scale_codes(codes, expand_scales(scales, codes.shape[1], group))
 
 
 def dequantize_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:

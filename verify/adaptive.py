@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from core.config import ModelConfig
 from core.routing import RoutingRule, Signal, needs_logits, rule_from_manifest
@@ -72,22 +73,61 @@ def resolve_policy(name: str, cfg: ModelConfig, routing: dict, rules: dict[str, 
 
 
 class PolicyRunner:
-    """logits_fn for core.scoring: x [B,T] -> logits [B,T,V] under a policy, counting what it selected."""
+    """Runs a policy on batches of windows, counting what it selected.
+
+    Called as x [B,T] -> logits [B,T,V] it is a core.scoring logits function (verify uses it so); `nll`
+    returns per-position losses directly, reusing the K-exit log-softmax a logit signal already computed."""
 
     def __init__(self, model, policy: Policy) -> None:
         self.model, self.policy = model, policy
         self.stats = RunStats()
 
+    def _count(self, x: torch.Tensor, selected: torch.Tensor | None, refused: int) -> None:
+        self.stats.positions += x.numel()
+        if selected is not None:
+            self.stats.selected += int(selected.sum())
+            self.stats.cap_bound += refused
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.policy.adaptive:
-            self.stats.positions += x.numel()
+            self._count(x, None, 0)
             return self.model(x, self.policy.n_passes)
         logits, selected, refused = adaptive_logits(self.model, x, self.policy.rule)
-        self.stats.positions += x.numel()
-        self.stats.selected += int(selected.sum())
-        self.stats.cap_bound += refused
+        self._count(x, selected, refused)
         return logits
+
+    @torch.no_grad()
+    def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-position cross-entropy [B,T] (nats) of targets y under the policy."""
+        if not self.policy.adaptive:
+            self._count(x, None, 0)
+            return _ce(self.model(x, self.policy.n_passes), y)
+        rule = self.policy.rule
+        pk, selected, refused = decide(self.model, rule, x)
+        self._count(x, selected, refused)
+        return _sparse_nll(self.model, pk, selected, y, rule.slots_per_window(x.shape[1]))
+
+
+def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                           reduction="none").view(y.shape)
+
+
+def _sparse_nll(model, pk, selected: torch.Tensor, y: torch.Tensor, n_slots: int | None) -> torch.Tensor:
+    rows, pos = selected.nonzero(as_tuple=True)
+    if pk.logits is None:
+        h = pk.h_k
+        if len(rows):
+            h[rows, pos] = model.extra_state_selected(h, rows, pos, n_slots)
+        return _ce(model.head(h), y)
+    if pk.has_logp:                                      # the signal's log-softmax is the loss's too
+        nll = F.nll_loss(pk.logp.reshape(-1, pk.logp.shape[-1]), y.reshape(-1), reduction="none").view(y.shape)
+    else:
+        nll = _ce(pk.logits, y)
+    if len(rows):
+        nll[rows, pos] = _ce(model.extra_pass_selected(pk.h_k, rows, pos, n_slots), y[rows, pos])
+    return nll
 
 
 @torch.no_grad()
@@ -112,16 +152,21 @@ def adaptive_logits(model, x: torch.Tensor, rule: RoutingRule | None,
         pk = pass_k(model, x, [])
         n_slots = None
     rows, pos = selected.nonzero(as_tuple=True)
-    if pk.logp is not None:                              # the head ran on every position for the signal
+    if pk.logits is not None:                            # the head ran on every position for the signal
         logits = pk.logits
         if len(rows):
             logits[rows, pos] = model.extra_pass_selected(pk.h_k, rows, pos, n_slots)
         return logits, selected, refused
     h = pk.h_k
     if len(rows):
-        h_sel = model.extra_state_selected(h, rows, pos, n_slots)
-        h[rows, pos] = h_sel                             # h_k is ours: the K/V it fed are already computed
+        h[rows, pos] = model.extra_state_selected(h, rows, pos, n_slots)   # its K/V are already computed
     return model.head(h), selected, refused
+
+
+@torch.no_grad()
+def fixed_nll(model, x: torch.Tensor, y: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Per-position losses for a given selection (no signal runs): the oracle rows' timed path."""
+    return _sparse_nll(model, pass_k(model, x, []), selected, y, None)
 
 
 # --- analytic cost -------------------------------------------------------------------------------------------
@@ -165,3 +210,17 @@ def fixed_mask_flops(cfg: ModelConfig, fraction: float, seq_len: int | None = No
     blk = block_flops(cfg, seq_len)
     return (cfg.n_passes * blk["total"] + blk["kv"] + fraction * (blk["total"] - blk["kv"])
             + 2.0 * cfg.d_model * cfg.vocab_size)
+
+
+def routing_calibrator(calib_tokens, opts):
+    """For quant.pack.pack_checkpoint_file(route=...): artifact bytes -> the calibrated rule's manifest form,
+    calibrated on `calib_tokens` (TRAINING tokens) with core.route_calibrate.RouteOptions `opts`, on the
+    model rebuilt from those bytes exactly as verify will run it."""
+    from core.route_calibrate import calibrate
+    from packer.reader import read_artifact
+    from verify.load import build_model
+
+    def route(data: bytes) -> dict:
+        return calibrate(build_model(read_artifact(data)), calib_tokens, opts).to_dict()
+
+    return route

@@ -65,6 +65,8 @@ def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference
     val, train, described = load_eval_tokens(data, tok)
     check_tokens(target, val)
     context = context_length(target, seq_len)
+    if stride is not None and (not isinstance(stride, int) or not 1 <= stride <= context):
+        raise UsageError(f"--sliding-window {stride!r} must be a stride in 1..{context} (the context length)")
     tables = tok.byte_tables()
     res = evaluate(_logits_fn(target.model), val, tables, context, batch_size, progress, stride=stride)
     report = {"artifact": str(artifact), "kind": target.kind, "family": target.family, **target.info,

@@ -33,7 +33,7 @@ M={modules!r}
 class F(A.MetaPathFinder,A.Loader):
  def find_spec(s,n,p=None,t=None):
   if n in M:return U.spec_from_loader(n,s,is_package=M[n][0])
-  if n.split(".")[0] in {packages!r}:raise ModuleNotFoundError(n+" is not bundled in this submission",name=n)
+  if n.split(".")[0] in {packages!r}:raise ModuleNotFoundError(n+" is not bundled in this submission")
  def create_module(s,spec):return None
  def exec_module(s,m):
   m.__file__=M[m.__name__][1]

@@ -1,0 +1,223 @@
+"""From a model and its tensors to a packed artifact: calibrate, plan, encode, and confirm by packing.
+
+Three ways to a plan: an explicit one (`plan`: name -> (format, scale method or None)); the default plan
+(quant.pack.default_plan) with the best scale method per tensor; or the budget planner (quant/planner.py)
+when `fill` is set, or when the default plan does not fit the budget (said on stderr). The planner's plan is
+confirmed by real packs: the first solve gets the budget minus the measured manifest/header/code overhead;
+if a pack comes out over, the payload budget shrinks by the excess and it solves again; a pack never
+exceeds the budget (pack_tensors refuses). Calibration windows must come from training shards
+(quant/calibrate.py). `route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on
+each confirming pack, which is then packed again with that manifest `routing`, the same encodings.
+Must not read files other than through quant/calibrate.py, or write any.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+from core.progress import Progress
+from packer.code_bytes import CodeCount, count_code
+from packer.errors import BudgetError, UsageError
+from quant import formats
+from quant.calibrate import Hessian, LossEvaluator, collect_hessians, default_head_inputs
+from quant.candidates import Candidate, best_candidate, candidate_set
+from quant.pack import PackOptions, PackResult, default_plan, is_control, pack_tensors
+from quant.planner import Option, PlannerConfig, pareto, plan_document, sensitivities, solve
+from quant.tying import alias_groups, find_duplicates
+
+Route = Callable[[bytes], dict]
+MAX_CONFIRM_ROUNDS = 6
+
+
+def log(msg: str, enabled: bool) -> None:
+    if enabled:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+
+def calibrate(model: nn.Module, windows: np.ndarray, aliases: dict[str, str], batch_size: int = 16,
+              progress: bool = True) -> dict[str, Hessian]:
+    """Input Hessians per weight; a stored tensor's Hessian sums those of all names that alias it."""
+    hess = collect_hessians(model, windows, batch_size, progress=progress)
+    for target, members in alias_groups(aliases).items():
+        hs = [hess[n] for n in (target, *members) if n in hess]
+        if hs and all(h.matrix.shape == hs[0].matrix.shape for h in hs):
+            hess[target] = Hessian(sum(h.matrix for h in hs), sum(h.rows for h in hs))
+    return hess
+
+
+class Packer:
+    """One model's packing session: tensors, aliases, Hessians, evaluator, and the pack-and-check step."""
+
+    def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
+                 windows: np.ndarray | None, route: Route | None, code: CodeCount | None,
+                 progress: bool, batch_size: int = 16) -> None:
+        self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
+        self.route = route
+        self.code = code or count_code()
+        self.aliases = find_duplicates(tensors) if opts.dedup else {}
+        self.stored = [n for n in sorted(tensors) if n not in self.aliases]
+        self.shapes = {n: tuple(v.shape) for n, v in tensors.items()}
+        self.hessians: dict[str, Hessian] = {}
+        self.evaluator = None
+        self.head_names: set[str] = set()
+        self.report: dict = {"calibration": None}
+        if windows is not None and model is not None:
+            t0 = time.perf_counter()
+            self.hessians = calibrate(model, windows, self.aliases, batch_size, progress)
+            self.evaluator = LossEvaluator(model, windows, batch_size)
+            self.head_names = set(default_head_inputs(model))
+            self.report["calibration"] = {"windows": int(windows.shape[0]),
+                                          "tokens": int(windows.shape[0] * (windows.shape[1] - 1)),
+                                          "seconds": round(time.perf_counter() - t0, 3),
+                                          "base_loss_nats": self.evaluator.base}
+
+    # --- measuring -----------------------------------------------------------------------------------------
+    def loss_delta(self, name: str, cand: Candidate) -> float:
+        """Calibration loss change with `name` (and every alias of it) replaced by the candidate."""
+        w_hat = formats.decode(cand.format, cand.enc.arrays, self.shapes[name])
+        names = [name] + [a for a, t in self.aliases.items() if t == name]
+        repl = {n: w_hat for n in names if n in self.evaluator.params}
+        return self.evaluator.loss_with(repl) - self.evaluator.base if repl else 0.0
+
+    # --- packing -------------------------------------------------------------------------------------------
+    def pack(self, cands: dict[str, Candidate], report: dict, with_route: bool = True) -> PackResult:
+        """Pack these encodings (never raising over budget: callers compare total_bytes themselves)."""
+        def once(body: dict) -> PackResult:
+            return pack_tensors(self.tensors, body, self.opts, {n: c.format for n, c in cands.items()},
+                                self.code, encoded={n: c.enc for n, c in cands.items()}, aliases=self.aliases,
+                                check_budget=False)
+        res = once(self.body)
+        if self.route is not None and with_route:
+            res = once(dict(self.body, routing=self.route(res.data)))
+        return replace(res, report={**self.report, **report})
+
+    def encode_plan(self, plan: dict[str, tuple[str, str | None]]) -> dict[str, Candidate]:
+        """Best (or the named) scale method for each stored tensor's format; a tied embedding whose Hessian
+        sees only the head use keeps GPTQ only if it measures better than the best data-free method."""
+        out = {}
+        bar = Progress("encode", len(self.stored), enabled=self.progress)
+        for i, n in enumerate(self.stored):
+            fmt, scale = plan[n]
+            opts = self.opts if scale is None else replace(self.opts, scale_method=scale)
+            c = best_candidate(n, self.tensors[n], fmt, self.hessians.get(n), opts)
+            if c.method == "gptq" and scale is None and n in self.head_names and self.evaluator is not None:
+                alt = best_candidate(n, self.tensors[n], fmt, None, opts)
+                if self.loss_delta(n, alt) < self.loss_delta(n, c):
+                    c = alt
+            out[n] = c
+            bar.update(i + 1)
+        return out
+
+    def fixed(self, plan: dict[str, tuple[str, str | None]], mode: str) -> PackResult:
+        cands = self.encode_plan(plan)
+        doc = plan_document([(n, c, None) for n, c in cands.items()], self.aliases, self.opts.budget_bytes, {})
+        return self.pack(cands, {"mode": mode, "plan": doc})
+
+    # --- the planner ---------------------------------------------------------------------------------------
+    def options(self, cfg: PlannerConfig) -> dict[str, list[Option]]:
+        out = {}
+        bar = Progress("planner: encoding candidates", len(self.stored), enabled=self.progress)
+        for i, n in enumerate(self.stored):
+            w, h = self.tensors[n], self.hessians.get(n)
+            if is_control(n, self.shapes[n]):
+                out[n] = [Option(best_candidate(n, w, self.opts.control_format, h, self.opts))]
+            else:
+                menu = tuple(f for f in cfg.menu if _method_applies(f, self.opts, h is not None))
+                cands = candidate_set(n, w, h, menu, self.opts, also_data_free=n in self.head_names)
+                out[n] = [Option(c) for c in pareto(cands)]
+            bar.update(i + 1, tensor=n[-24:])
+        return out
+
+    def plan_to_budget(self, cfg: PlannerConfig) -> PackResult:
+        if self.evaluator is None:
+            raise UsageError("the budget planner needs calibration tokens to measure sensitivities: pass "
+                             "--calib-data DIR (a folder with *_train_*.bin shards of the model's tokenizer)")
+        budget = self.opts.budget_bytes
+        t0 = time.perf_counter()
+        options = self.options(cfg)
+        evals0 = self.evaluator.evals
+        mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals, self.progress)
+        facts = {"mode": "planner", "sensitivity": mode, "evals": self.evaluator.evals - evals0,
+                 "options": sum(len(o) for o in options.values())}
+        cheapest = {n: min(o, key=lambda o: (o.cand.bytes, o.cand.error)) for n, o in options.items()}
+        trial = self.pack({n: o.cand for n, o in cheapest.items()}, {}, with_route=False)
+        overhead = trial.total_bytes - sum(o.cand.bytes for o in cheapest.values())
+        if trial.total_bytes > budget:
+            raise BudgetError(f"even the smallest plan ({trial.total_bytes} B with code, {overhead} B of it "
+                              f"manifest, headers and code) exceeds the budget {budget} B; raise --budget-bytes")
+        target, best, last = budget - overhead, None, None
+        for _ in range(MAX_CONFIRM_ROUNDS):
+            choice = solve(options, target)
+            key = tuple((n, id(o)) for n, o in sorted(choice.items()))
+            if key == last:
+                break
+            last = key
+            predicted = sum(o.dloss for o in choice.values())
+            doc = plan_document([(n, o.cand, o.dloss) for n, o in choice.items()], self.aliases, budget,
+                                {"sensitivity": mode})
+            res = self.pack({n: o.cand for n, o in choice.items()},
+                            {**facts, "plan": doc, "predicted_dloss_nats": predicted})
+            if res.total_bytes <= budget:
+                if best is None or predicted < best[0] or (predicted == best[0] and res.total_bytes > best[1].total_bytes):
+                    best = (predicted, res)
+                target += budget - res.total_bytes          # the manifest came out smaller: offer the rest
+            else:
+                target -= res.total_bytes - budget
+        if best is None:
+            raise BudgetError(f"no plan fit the budget {budget} B after {MAX_CONFIRM_ROUNDS} confirming packs")
+        res = best[1]
+        res.report["seconds"] = round(time.perf_counter() - t0, 3)
+        log(f"planner: {res.total_bytes:,} B of {budget:,} B ({100 * res.total_bytes / budget:.2f}%), predicted "
+            f"loss increase {best[0]:.5f} nats/token, {facts['evals']} evaluations ({mode})", self.progress)
+        return res
+
+
+def _method_applies(fmt: str, opts: PackOptions, has_hessian: bool) -> bool:
+    """Whether opts.scale_method can encode fmt (the planner leaves out formats it cannot)."""
+    if opts.scale_method == "best":
+        return True
+    avail = set(formats.methods_for(fmt)) | ({"gptq"} if has_hessian and formats.spec(fmt).kind == "int" else set())
+    return not avail or opts.scale_method in avail
+
+
+def pack_model(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
+               windows: np.ndarray | None = None, plan: dict[str, tuple[str, str | None]] | None = None,
+               fill: bool = False, planner: PlannerConfig | None = None, route: Route | None = None,
+               code: CodeCount | None = None, progress: bool = True, batch_size: int = 16) -> PackResult:
+    """Pack `tensors` (the model's state, float32 numpy) under opts.budget_bytes; see the module docstring."""
+    pk = Packer(model, tensors, body, opts, windows, route, code, progress, batch_size)
+    base = {n: (f, None) for n, f in default_plan(pk.shapes, opts).items()}
+    if plan is not None:
+        unknown = sorted(set(plan) - set(tensors))
+        if unknown:
+            raise UsageError(f"--plan names tensors the checkpoint does not have: {unknown[:5]}; it has "
+                             f"{sorted(tensors)[:8]}...")
+        for a, t in pk.aliases.items():
+            if a in plan and plan[a][0] != {**base, **plan}[t][0]:
+                raise UsageError(f"--plan gives {a!r} format {plan[a][0]}, but it is an exact duplicate stored "
+                                 f"as {t!r} ({ {**base, **plan}[t][0]}); give them the same format")
+        res = pk.fixed({**base, **plan}, "plan")
+    elif fill:
+        return pk.plan_to_budget(planner or PlannerConfig())
+    else:
+        res = pk.fixed(base, "default")
+        if res.total_bytes > opts.budget_bytes and pk.evaluator is not None:
+            log(f"pack: the default plan needs {res.total_bytes:,} B, over the budget {opts.budget_bytes:,} B: "
+                f"planning formats to fit", progress)
+            return pk.plan_to_budget(planner or PlannerConfig())
+    if res.total_bytes > opts.budget_bytes:
+        biggest = sorted(((c["bytes"], n) for n, c in res.report["plan"]["tensors"].items()), reverse=True)[:3]
+        hint = ("pass --calib-data so the planner can fit it" if pk.evaluator is None and plan is None
+                else "use lower-bit formats or a larger --budget-bytes")
+        raise BudgetError(f"the {res.report['mode']} plan packs to {res.file_bytes} B + code "
+                          f"{res.code.compressed_bytes} B = {res.total_bytes} B, over the budget "
+                          f"{opts.budget_bytes} B by {res.total_bytes - opts.budget_bytes} B; largest tensors "
+                          f"(stored bytes): {', '.join(f'{n} {b} B' for b, n in biggest)}; {hint}")
+    return res

@@ -1,0 +1,209 @@
+"""The bit-allocation planner: one (format, scale method) per tensor, minimising the predicted increase in
+calibration loss subject to the real packed size fitting a byte budget.
+
+1. Options: quant/candidates.py encodes each tensor in every menu format (best scale method each) and
+   measures its stored bytes and its error; options dominated in (bytes, error) are dropped.
+2. Sensitivities: the change in mean calibration loss (nats/token, TRAINING tokens) when that one tensor
+   takes that option ("measured"; made monotone in the error by isotonic regression, so noise cannot rank
+   a worse reconstruction above a better one), or, for large models, alpha_t x error with alpha_t fitted
+   per tensor on two measured probes ("hessian"); "auto" measures when the evaluations fit a cap.
+3. Solve: the multiple-choice knapsack, exactly, by dynamic programming over bytes (a tensor's bytes are
+   rounded up to the DP's byte unit, so a solution never over-runs the payload budget).
+quant/pipeline.py confirms by packing and adjusts for the manifest. Must not write files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.progress import Progress
+from packer import constants as C
+from packer.errors import BudgetError, ConfigError, UsageError
+from quant import formats
+from quant.candidates import Candidate
+
+DEFAULT_MENU = tuple(f"int{b}_{g}" for b in (8, 7, 6, 5, 4, 3) for g in ("row", "g64", "g128")) + (
+    "ternary_row", "ternary_g64", "nf4_g64", "fp16")
+SENSITIVITY_MODES = ("auto", "measured", "hessian")
+PLAN_VERSION = 1
+DP_MAX_UNITS = 200_000
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    menu: tuple[str, ...] = DEFAULT_MENU
+    sensitivity: str = "auto"
+    max_measured_evals: int = 300
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.menu if f not in C.TENSOR_FORMATS]
+        if not self.menu or unknown:
+            raise ConfigError(f"PlannerConfig.menu: unknown or no formats {unknown}; known: "
+                              f"{sorted(C.TENSOR_FORMATS)}")
+        if self.sensitivity not in SENSITIVITY_MODES:
+            raise ConfigError(f"PlannerConfig.sensitivity={self.sensitivity!r}: one of {SENSITIVITY_MODES}")
+        if self.max_measured_evals < 0:
+            raise ConfigError(f"PlannerConfig.max_measured_evals={self.max_measured_evals}: must be >= 0")
+
+
+@dataclass
+class Option:
+    cand: Candidate
+    dloss: float = 0.0          # predicted loss increase, nats/token
+    measured: float | None = None
+
+
+def pareto(cands: list[Candidate]) -> list[Candidate]:
+    """Per error family, the candidates no other beats on both bytes and error (sorted by bytes)."""
+    out = []
+    for fam in sorted({c.family for c in cands}):
+        best_err = math.inf
+        for c in sorted((c for c in cands if c.family == fam), key=lambda c: (c.bytes, c.error)):
+            if c.error < best_err:
+                out.append(c)
+                best_err = c.error
+    return out
+
+
+def isotonic(values: list[float]) -> list[float]:
+    """Least-squares non-decreasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []           # [mean, weight]
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2 = blocks.pop()
+            m1, w1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    return [m for m, w in blocks for _ in range(int(w))]
+
+
+def _monotone(opts: list[Option]) -> None:
+    """dloss = max(0, isotonic fit of the measurements in increasing error), per error family."""
+    for fam in {o.cand.family for o in opts}:
+        group = sorted((o for o in opts if o.cand.family == fam), key=lambda o: o.cand.error)
+        for o, v in zip(group, isotonic([o.measured for o in group])):
+            o.dloss = max(v, 0.0)
+
+
+def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_evals: int,
+                  progress: bool = True) -> str:
+    """Fill Option.dloss for every tensor with more than one option; returns the mode used.
+
+    loss_of(name, cand) -> loss increase (nats/token) with that one tensor replaced by the candidate.
+    """
+    varying = {n: o for n, o in options.items() if len(o) > 1}
+    n_all = sum(len(o) for o in varying.values())
+    if mode == "auto":
+        mode = "measured" if n_all <= max_evals else "hessian"
+    probes = {n: (o if mode == "measured" else _probes(o)) for n, o in varying.items()}
+    bar = Progress(f"planner: measuring sensitivities ({mode})", sum(len(p) for p in probes.values()),
+                   enabled=progress)
+    done = 0
+    for name, opts in varying.items():
+        for o in probes[name]:
+            o.measured = float(loss_of(name, o.cand))
+            done += 1
+            bar.update(done, tensor=name.split(".weight")[0][-24:])
+        if mode == "measured":
+            _monotone(opts)
+        else:
+            for fam in {o.cand.family for o in opts}:
+                meas = [o for o in probes[name] if o.cand.family == fam]
+                num = sum(max(o.measured, 0.0) * o.cand.error for o in meas)
+                den = sum(o.cand.error ** 2 for o in meas)
+                alpha = num / den if den > 0 else 0.0
+                for o in opts:
+                    if o.cand.family == fam:
+                        o.dloss = alpha * o.cand.error
+    return mode
+
+
+def _probes(opts: list[Option]) -> list[Option]:
+    """Per family, the second-cheapest option (the cheapest, often ternary, is far from linear) and the
+    one in the middle of the byte order."""
+    out = []
+    for fam in sorted({o.cand.family for o in opts}):
+        g = sorted((o for o in opts if o.cand.family == fam), key=lambda o: o.cand.bytes)
+        out.extend({id(o): o for o in (g[min(1, len(g) - 1)], g[len(g) // 2])}.values())
+    return out
+
+
+def solve(options: dict[str, list[Option]], payload_budget: int) -> dict[str, Option]:
+    """Least total dloss with sum of bytes <= payload_budget: exact DP over bytes in units of
+    ceil(budget / DP_MAX_UNITS) (bytes rounded up). Ties go to the option with the smaller error."""
+    names = sorted(options)
+    cheapest = sum(min(o.cand.bytes for o in options[n]) for n in names)
+    if cheapest > payload_budget:
+        raise BudgetError(f"even the smallest option of every tensor needs {cheapest} payload bytes, more than "
+                          f"the {payload_budget} left for tensors; raise --budget-bytes or add lower-bit formats "
+                          f"to the menu")
+    unit = max(1, -(-payload_budget // DP_MAX_UNITS))
+    U = payload_budget // unit
+    dp = np.zeros(U + 1)
+    picks = []
+    for n in names:
+        opts = sorted(options[n], key=lambda o: (o.cand.error, o.cand.bytes))
+        best = np.full(U + 1, np.inf)
+        arg = np.zeros(U + 1, dtype=np.int32)
+        for k, o in enumerate(opts):
+            w = -(-o.cand.bytes // unit)
+            if w > U:
+                continue
+            cand = np.full(U + 1, np.inf)
+            cand[w:] = dp[:U + 1 - w] + o.dloss
+            better = cand < best
+            best = np.where(better, cand, best)
+            arg = np.where(better, k, arg)
+        dp = best
+        picks.append((n, opts, arg))
+    if not np.isfinite(dp[U]):
+        raise BudgetError(f"no combination of options fits {payload_budget} payload bytes")
+    out, u = {}, U
+    for n, opts, arg in reversed(picks):
+        o = opts[int(arg[u])]
+        out[n] = o
+        u -= -(-o.cand.bytes // unit)
+    return out
+
+
+# --- plan files ----------------------------------------------------------------------------------------------
+def plan_document(rows: list[tuple[str, Candidate, float | None]], aliases: dict[str, str], budget_bytes: int,
+                  extra: dict) -> dict:
+    """The JSON plan (--plan-out; --plan reads it back): per stored tensor its format, scale method, stored
+    bytes and predicted loss increase (None when not predicted), plus the aliases."""
+    tensors = {n: {"format": c.format, "scale": c.method, "bytes": c.bytes, "predicted_dloss_nats": d}
+               for n, c, d in sorted(rows, key=lambda r: r[0])}
+    known = [d for _, _, d in rows if d is not None]
+    return {"golfpack_plan": PLAN_VERSION, "budget_bytes": budget_bytes, "tensors": tensors,
+            "aliases": dict(sorted(aliases.items())),
+            "predicted_dloss_nats": float(sum(known)) if known else None, **extra}
+
+
+def read_plan(path: Path) -> dict[str, tuple[str, str | None]]:
+    """name -> (format, scale method or None) from a plan JSON: {"tensors": {name: fmt | {"format", "scale"}}}
+    (as --plan-out writes it) or a flat {name: fmt | {...}}."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--plan {path}: cannot read a JSON plan: {exc}") from None
+    table = doc.get("tensors", doc) if isinstance(doc, dict) else None
+    if not isinstance(table, dict):
+        raise UsageError(f"--plan {path}: expected an object {{\"tensors\": {{name: format}}}}")
+    out = {}
+    for name, v in table.items():
+        fmt, scale = (v, None) if isinstance(v, str) else (
+            (v.get("format"), v.get("scale")) if isinstance(v, dict) else (None, None))
+        if fmt not in C.TENSOR_FORMATS:
+            raise UsageError(f"--plan {path}: tensor {name!r} has format {fmt!r}; known: {sorted(C.TENSOR_FORMATS)}")
+        if scale is not None and scale not in C.SCALE_METHODS:
+            raise UsageError(f"--plan {path}: tensor {name!r} has scale {scale!r}; known: "
+                             f"{sorted(C.SCALE_METHODS)} (or omit it for the best)")
+        if scale is not None and formats.spec(fmt).kind == "float":
+            raise UsageError(f"--plan {path}: tensor {name!r} is {fmt}, which has no scale method")
+        out[name] = (fmt, scale)
+    return out
