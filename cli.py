@@ -77,6 +77,8 @@ def train_options(f):
         click.option("--lr", default=3e-3, show_default=True),
         click.option("--seed", default=0, show_default=True),
         click.option("--eval-every", default=100, show_default=True),
+        click.option("--two-exit", is_flag=True,
+                     help="Train both routing exits: loss = mean of the pass-K and pass-K+1 losses."),
     ]):
         f = opt(f)
     return f
@@ -97,7 +99,7 @@ def build_configs(kw: dict):
     tc = TrainConfig(steps=kw["steps"], train_seconds=seconds, batch_size=kw["batch_size"] or 16, lr=kw["lr"],
                      seed=kw["seed"], eval_every=kw["eval_every"], batch_tokens=kw["batch_tokens"],
                      max_wallclock_seconds=kw["max_wallclock_seconds"], device=kw["device"],
-                     compile=kw["compile_"])
+                     compile=kw["compile_"], two_exit=kw["two_exit"])
     return mc, tc
 
 
@@ -173,6 +175,49 @@ def ingest(checkpoint, out, tokenizer, as_json, **kw):
 
 
 # --- pack ----------------------------------------------------------------------------------------------------
+def route_options(f):
+    """The routing rule pack calibrates (on --calib-data's TRAINING shards, after quantization)."""
+    for opt in reversed([
+        click.option("--route-fraction", type=float, default=0.25, show_default=True,
+                     help="Target fraction of positions that get the extra pass."),
+        click.option("--route-signal", default="auto", show_default=True,
+                     help="auto (the legal signal capturing most of the oracle's gain on the calibration "
+                          "tokens), a signal name, or none (uniform depth)."),
+        click.option("--route-cap", default="auto", show_default=True,
+                     help="Hard cap on the fraction (causal token bucket): auto = fraction + 0.05, a number, "
+                          "or none (no bucket)."),
+        click.option("--route-calib-tokens", type=int, default=65_536, show_default=True,
+                     help="Training tokens (the end of the calibration shards) that calibrate the rule."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def route_from(kw: dict, checkpoint, calib_data):
+    """pack's route calibrator from the routing options (popped from kw), or None for uniform depth."""
+    fraction, signal = kw.pop("route_fraction"), kw.pop("route_signal")
+    cap, n_tokens = kw.pop("route_cap"), kw.pop("route_calib_tokens")
+    if checkpoint is None or signal == "none":
+        return None
+    from core.route_calibrate import RouteOptions
+    from core.shards import load_tokens
+    from quant.calibrate import default_calib_data, train_shards
+    from verify.adaptive import routing_calibrator
+
+    data = calib_data if calib_data is not None else default_calib_data(Path(checkpoint))
+    if data is None:
+        click.echo("golfpack: pack: no calibration shards (--calib-data), so no routing rule: uniform depth",
+                   err=True)
+        return None
+    try:
+        cap_value = None if cap in ("auto", "none") else float(cap)
+    except ValueError:
+        raise UsageError(f"--route-cap {cap!r}: give auto, none or a number in [fraction, 1]") from None
+    opts = RouteOptions(fraction=fraction, signal=signal, cap=cap_value, no_cap=cap == "none",
+                        calib_tokens=n_tokens)
+    return routing_calibrator(load_tokens(train_shards(Path(data))), opts)
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact path (.gpk).")
@@ -204,6 +249,7 @@ def ingest(checkpoint, out, tokenizer, as_json, **kw):
 @click.option("--formats", "menu", default=None,
               help="Comma-separated formats the planner may choose for matrices (default: quant.planner."
                    "DEFAULT_MENU).")
+@route_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, calib_data,
@@ -230,9 +276,11 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
         if tokenizer is not None or pgolf_from(kw).given():
             raise UsageError(f"{checkpoint} is a recurrent golfpack checkpoint: --tokenizer, --mlp-power, "
                              f"--rope-base and --softcap apply to Parameter Golf checkpoints only")
-        res = pack_checkpoint_file(checkpoint, out, opts, calib=CalibConfig(data=calib_data, tokens=calib_tokens),
+        route = route_from(kw, checkpoint, calib_data)
+        res = pack_checkpoint_file(checkpoint, out, opts, route, calib=CalibConfig(data=calib_data, tokens=calib_tokens),
                                    plan=plan, fill=fill, planner=planner)
     else:
+        route_from(kw, None, None)   # pops the routing options: Parameter Golf models keep uniform depth
         if plan is not None or fill or calib_data is not None:
             raise UsageError("--plan, --fill and --calib-data apply to golfpack recurrent checkpoints in this "
                              "version; Parameter Golf checkpoints get the default plan (--no-fill)")
@@ -252,8 +300,13 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
         write_bytes_atomic(plan_out, (json.dumps(res.report.get("plan", {}), indent=2, sort_keys=True)
                                       + "\n").encode())
     how = res.report.get("mode", "default")
+    from packer.audit import format_routing
+    from packer.reader import parse_artifact
+
+    rep["routing"] = parse_artifact(res.data).manifest["routing"]
     emit(rep, as_json, f"wrote {out}: {res.file_bytes:,} B + code {res.code.compressed_bytes:,} B = "
-                       f"{res.total_bytes:,} B of {res.budget_bytes:,} B ({how} plan)")
+                       f"{res.total_bytes:,} B of {res.budget_bytes:,} B ({how} plan)"
+                       + "\n".join(format_routing(rep["routing"])))
 
 
 # --- audit ---------------------------------------------------------------------------------------------------
@@ -287,15 +340,17 @@ def audit(artifact, code_files, budget_bytes, as_json):
               help="Evaluation context (Parameter Golf models: default 1024; recurrent cores: their own).")
 @click.option("--sliding-window", "stride", type=int, default=None, metavar="STRIDE",
               help="Sliding-window evaluation: windows of seq-len advanced by STRIDE, every token scored once.")
+@click.option("--policy", default="embedded", show_default=True, metavar="POLICY",
+              help="embedded (the artifact's routing rule) | uniform-K | uniform-K+1.")
 @pgolf_options
 @click.option("--json", "as_json", is_flag=True)
-def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, as_json, **kw):
+def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, policy, as_json, **kw):
     """Unpack an artifact (or take a checkpoint as it is), rerun it, and report the loss and bits per byte."""
     from verify.job import verify_artifact
     from verify.report import format_verify
 
     rep = verify_artifact(artifact, list(data), tokenizer, list(reference), batch_size, progress=not as_json,
-                          seq_len=seq_len, stride=stride, pgolf=pgolf_from(kw))
+                          seq_len=seq_len, stride=stride, pgolf=pgolf_from(kw), policy=policy)
     emit(rep, as_json, format_verify(rep))
 
 
@@ -312,7 +367,8 @@ def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, as
 @click.option("--json", "as_json", is_flag=True)
 def data(text, tokenizer, out, name, split, default_corpus, as_json):
     """Encode text (.txt, .raw, .jsonl[.gz] with a text field, folders) into Parameter Golf token shards."""
-    from core.corpus import default_corpus as embedded, split_documents
+    from core.corpus import default_corpus as embedded
+    from core.corpus import split_documents
     from core.dataset import VAL_FRACTION, prepare_text_data
     from core.shards import read_shard
 
@@ -351,6 +407,45 @@ def export_submission(artifact, out, budget_bytes, as_json):
                        f"FOLDER_OF_VAL_SHARDS --tokenizer fineweb_1024_bpe.model")
 
 
+# --- experiment ----------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="Folder of shards (*_val_*.bin scored; its *_train_*.bin calibrate), a shard file, or text.")
+@click.option("--tokenizer", type=click.Path(path_type=Path), required=True)
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+              help="Training shards that calibrate every threshold (default: the *_train_* shards of --data).")
+@click.option("--fractions", default="0.1,0.25,0.5", show_default=True, help="Comma-separated target fractions.")
+@click.option("--signals", default=None, help="Comma-separated signals (default: all, oracles included).")
+@click.option("--calib-tokens", type=int, default=65_536, show_default=True)
+@click.option("--time-tokens", type=int, default=16_384, show_default=True,
+              help="Validation tokens of the timed sparse runs (0: no timing).")
+@click.option("--time-repeats", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="Fixed torch thread count.")
+@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True)
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write bpb vs time per token (PNG).")
+@click.option("--json", "as_json", is_flag=True)
+def experiment(artifact, data, tokenizer, calib_data, fractions, signals, calib_tokens, time_tokens, time_repeats,
+               threads, n_boot, plot, as_json):
+    """Does adaptive depth pay? Every routing policy on the full validation split, against uniform depth."""
+    from verify.experiment import ExperimentOptions, run_experiment
+    from verify.report import format_experiment
+
+    try:
+        fr = tuple(float(f) for f in fractions.split(",") if f.strip())
+    except ValueError:
+        raise UsageError(f"--fractions {fractions!r}: give comma-separated numbers in (0, 1)") from None
+    kw = {"signals": tuple(x.strip() for x in signals.split(",") if x.strip())} if signals else {}
+    opts = ExperimentOptions(fractions=fr, calib_tokens=calib_tokens, time_tokens=time_tokens,
+                             time_repeats=time_repeats, threads=threads, n_boot=n_boot, **kw)
+    rep = run_experiment(artifact, list(data), tokenizer, opts, calib_data, progress=not as_json)
+    if plot is not None:
+        from verify.plot import plot_experiment
+
+        rep["meta"]["plot"] = str(plot_experiment(rep, plot))
+    emit(rep, as_json, format_experiment(rep))
+
+
 # --- demo ----------------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
@@ -360,12 +455,15 @@ def demo(out, train_seconds, as_json):
     """Embedded corpus -> tokenizer -> shards -> train -> pack -> audit -> verify, then a summary."""
     from core.config import ModelConfig
     from core.dataset import prepare_default_data
+    from core.route_calibrate import RouteOptions
+    from core.shards import find_shards, load_tokens
     from core.train import TrainConfig
     from core.train_job import run_train
     from packer.audit import audit_artifact, format_audit
     from packer.code_bytes import count_code
     from packer.reader import read_artifact
     from quant.pack import PackOptions, pack_checkpoint_file
+    from verify.adaptive import routing_calibrator
     from verify.job import verify_artifact
     from verify.report import format_demo_summary, format_verify
 
@@ -375,11 +473,12 @@ def demo(out, train_seconds, as_json):
     log(f"[1/5] corpus, tokenizer and shards in {out}")
     bundle = prepare_default_data(out)
     log(f"[2/5] training for {train_seconds:.0f} s")
-    trained = run_train(out, bundle.tokenizer_path, out, ModelConfig(), TrainConfig(train_seconds=train_seconds),
-                        name="pydocs_recurrent")
+    trained = run_train(out, bundle.tokenizer_path, out, ModelConfig(),
+                        TrainConfig(train_seconds=train_seconds, two_exit=True), name="pydocs_recurrent")
     artifact = out / "pydocs_recurrent.gpk"
-    log(f"[3/5] packing {artifact}")
-    packed = pack_checkpoint_file(trained.checkpoint, artifact, PackOptions())
+    log(f"[3/5] packing {artifact} (routing rule calibrated on the training shards)")
+    route = routing_calibrator(load_tokens(find_shards(out, "train")), RouteOptions())
+    packed = pack_checkpoint_file(trained.checkpoint, artifact, PackOptions(), route)
     log("[4/5] audit")
     audit_rep = audit_artifact(read_artifact(artifact), count_code(), packed.budget_bytes)
     if not as_json:
@@ -392,7 +491,9 @@ def demo(out, train_seconds, as_json):
                "artifact": str(artifact), "artifact_bytes": audit_rep["file_bytes"],
                "total_bytes": audit_rep["total_bytes"], "fp_bpb": ver["reference"]["val_bpb"],
                "artifact_bpb": ver["val_bpb"], "gap_bpb": ver["quantization_gap_bpb"],
-               "unigram_bpb": ver["unigram_bpb"], "val_tokens": ver["tokens"], "val_bytes": ver["bytes"]}
+               "unigram_bpb": ver["unigram_bpb"], "val_tokens": ver["tokens"], "val_bytes": ver["bytes"],
+               "route_signal": ver.get("route_signal"), "route_fraction_target": ver.get("route_fraction_target"),
+               "route_fraction_realized": ver.get("route_fraction_realized")}
     emit({"summary": summary, "audit": audit_rep, "verify": ver}, as_json, format_demo_summary(summary))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import platform
 import sys
 import time
@@ -25,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from packer import codecs  # noqa: E402
-from packer import entropy_models as em  # noqa: E402
-from quant import primitives as P  # noqa: E402
+from packer import codecs
+from packer import entropy_models as em
+from quant import primitives as P
 
 PGOLF = ROOT / ".." / "shared" / "data" / "pgolf"
 MIN_ELEMS = 4096           # 2-D tensors at least this big are quantized; smaller control tensors stay float
@@ -91,10 +90,20 @@ def scales_bytes(scales: list[np.ndarray]) -> dict:
     return out
 
 
+def left_context_bytes(c: np.ndarray, buckets: int = 8) -> float:
+    """Order-0 entropy of each code given the magnitude bucket of its left neighbour (same row), in bytes,
+    with no model cost: the most a neighbour-context model of this kind could reach."""
+    qmax = max(int(np.abs(c.astype(np.int64)).max()), 1)
+    prev = np.abs(np.concatenate([np.zeros((c.shape[0], 1), np.int64), c[:, :-1].astype(np.int64)], 1))
+    ctx = np.minimum(prev * buckets // (qmax + 1), buckets - 1)
+    return sum(em.order0_entropy_bits(c[ctx == j]) for j in range(buckets)) / 8
+
+
 def run_set(name: str, tensors: list[tuple[str, np.ndarray]], bits: int, scales: list[np.ndarray]) -> dict:
     n = sum(c.size for _, c in tensors)
     h0 = sum(em.order0_entropy_bits(c) for _, c in tensors) / 8
     row = {"set": name, "bits": bits, "tensors": len(tensors), "codes": n, "order0_bytes": round(h0, 1),
+           "left_context_bytes": round(sum(left_context_bytes(c) for _, c in tensors), 1),
            "results": {}, "scales": scales_bytes(scales)}
     for cname, (enc, dec) in COMPRESSORS.items():
         total, t_enc, t_dec, model_bytes, models = 0, 0.0, 0.0, 0, {}
@@ -200,16 +209,19 @@ def decode_16m(bits: int = 6) -> dict:
 def markdown(report: dict) -> str:
     cols = list(COMPRESSORS)
     lines = ["# Entropy coding benchmark", "",
-             f"Machine: {report['machine']}. Every tensor is one section; bytes are totals over a set's "
-             "tensors (codes only; scales below). `H0` = sum over tensors of the per-tensor order-0 entropy. "
-             "`ans/(H0+model)` counts the ANS model bytes (histograms, parameters) on the bound's side.", "",
-             "| set | codes | H0 bytes | " + " | ".join(cols) + " | ans/best generic | ans/brotli-shuffle |"
-             " ans/(H0+model) | ans vs H0 |",
-             "|" + "---|" * (len(cols) + 7)]
+             (f"Machine: {report['machine']}. Every tensor is one section; bytes are totals over a set's "
+              "tensors (codes only; scales below). `H0` = sum over tensors of the per-tensor order-0 entropy. "
+              "`ans/(H0+model)` counts the ANS model bytes (histograms, parameters) on the bound's side."), "",
+             ("`H(x|left)`: entropy given the left neighbour's magnitude (8 buckets), no model cost — the bound "
+              "of a neighbour-context model, for comparison."), "",
+             "| set | codes | H0 bytes | H(x|left) | " + " | ".join(cols) + " | ans/best generic |"
+             " ans/brotli-shuffle | ans/(H0+model) | ans vs H0 |",
+             "|" + "---|" * (len(cols) + 8)]
     for r in report["sets"]:
         cells = [f"{r['results'][c]['bytes']:,}" for c in cols]
         a = r["results"]["ans"]
-        lines.append(f"| {r['set']} | {r['codes']:,} | {r['order0_bytes']:,.0f} | " + " | ".join(cells) +
+        lines.append(f"| {r['set']} | {r['codes']:,} | {r['order0_bytes']:,.0f} | {r['left_context_bytes']:,.0f} | "
+                     + " | ".join(cells) +
                      f" | {r['ans_vs_best_generic']:.4f} ({r['best_generic']}) | {r['ans_vs_brotli_shuffle']:.4f}"
                      f" | {a['vs_order0_plus_model']:.4f} | {-r['ans_below_order0_pct']:+.2f}% |")
     lines += ["", "Speed (million codes per second, encode / decode, summed over each set's tensors):", "",
@@ -226,8 +238,8 @@ def markdown(report: dict) -> str:
         for r in report["sets"])]
     if report.get("decode_16m"):
         d = report["decode_16m"]
-        lines += ["", f"16,000,000 int{d['bits']} codes (4 x 2000x2000, Gaussian with log-normal row spread), "
-                  f"order-0 {d['order0_bytes']:,.0f} bytes:", "",
+        lines += ["", (f"16,000,000 int{d['bits']} codes (4 x 2000x2000, Gaussian with log-normal row spread), "
+                       f"order-0 {d['order0_bytes']:,.0f} bytes:"), "",
                   "| coder | bytes | encode s | decode s |", "|---|---|---|---|"]
         for k in ("ans", "ans-speed", "brotli-11", "zstd-22"):
             lines.append(f"| {k} | {d[k]['bytes']:,} | {d[k]['encode_s']} | {d[k]['decode_s']} |")

@@ -35,8 +35,9 @@ def worker(spec: dict, result_path: Path) -> None:
     from core.train import TrainConfig, train
 
     mc = ModelConfig(**spec["model"])
-    tc = TrainConfig(steps=spec["warmup"] + spec["steps"], batch_tokens=spec["batch_tokens"], eval_every=10**9,
-                     threads=spec["threads"], device=spec["device"], compile=spec["compile"], seed=0)
+    tc = TrainConfig(steps=spec["warmup"] + spec["steps"], batch_tokens=spec["batch_tokens"],
+                     eval_every=10**9, threads=spec["threads"], device=spec["device"],
+                     compile=spec["compile"], seed=0)
     tokens = np.random.default_rng(0).integers(0, mc.vocab_size, size=2_000_000, dtype=np.uint16)
     with distributed_session(spec["device"]) as ctx:
         res = train(mc, tc, tokens, tokens[:4096], None, progress=False, ctx=ctx)
@@ -75,7 +76,7 @@ def run_one(spec: dict, timeout_s: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_throughput.json")
-    ap.add_argument("--steps", type=int, default=30, help="Timed optimizer steps per run (after the warm-up).")
+    ap.add_argument("--steps", type=int, default=30, help="Timed steps per run (after the warm-up).")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="Runs per configuration; the best is reported.")
     ap.add_argument("--batch-tokens", type=int, nargs="+", default=[2048, 8192])
@@ -117,14 +118,14 @@ def main() -> None:
                "all_tokens_per_second": [round(r["tokens_per_second"], 1) for r in runs],
                "load_avg_1m": [[r["load_avg_1m_before"], r["load_avg_1m_after"]] for r in runs]}
         rows.append(row)
-        print(f"world={c['world_size']} threads={c['threads']} {c['device']} batch_tokens={c['batch_tokens']}: "
-              f"{row['tokens_per_second']:,.0f} tok/s (runs {row['all_tokens_per_second']}, load {row['load_avg_1m']})",
-              file=sys.stderr)
+        print(f"world={c['world_size']} threads={c['threads']} {c['device']} "
+              f"batch_tokens={c['batch_tokens']}: {row['tokens_per_second']:,.0f} tok/s "
+              f"(runs {row['all_tokens_per_second']}, load {row['load_avg_1m']})", file=sys.stderr)
     doc = {"benchmark": "training throughput, tokens per optimizer step over all ranks / wall time",
            "command": "python bench/bench_train.py " + " ".join(sys.argv[1:]),
            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": {"cpu_count": cpu_count, "platform": platform.platform(), "python": platform.python_version(),
-                       "torch": torch.__version__},
+           "machine": {"cpu_count": cpu_count, "platform": platform.platform(),
+                       "python": platform.python_version(), "torch": torch.__version__},
            "data": "uniform random tokens (throughput does not depend on token content)",
            "model": model, "params": _params(model), "rows": rows, "gpu": gpu}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,9 @@ class PGolfOptions:
         return {**base, **self.given()}
 
 
+NO_PGOLF_OPTIONS = PGolfOptions()    # nothing given: shapes + PGOLF_DEFAULTS
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A model's family, config and tensors (float32, the checkpoint's names), and where they came from."""
@@ -94,7 +97,7 @@ def check_options_match(cfg: PGolfConfig, opts: PGolfOptions, where: str) -> Non
                              f"{value!r} was given; drop the option, or re-ingest the original checkpoint")
 
 
-def load_source(path: Path, opts: PGolfOptions = PGolfOptions(), fallback: PGolfConfig | None = None
+def load_source(path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS, fallback: PGolfConfig | None = None
                 ) -> ModelSource:
     """Read a golfpack or foreign checkpoint. Foreign ones become `pgolf` with `opts.resolved(fallback)`."""
     path = Path(path)
@@ -116,7 +119,7 @@ def load_source(path: Path, opts: PGolfOptions = PGolfOptions(), fallback: PGolf
 
 
 def ingest_to_checkpoint(path: Path, out_stem: Path, tokenizer: Tokenizer,
-                         opts: PGolfOptions = PGolfOptions()) -> tuple[ModelSource, Path, Path]:
+                         opts: PGolfOptions = NO_PGOLF_OPTIONS) -> tuple[ModelSource, Path, Path]:
     """Write a foreign checkpoint as `<out_stem>.safetensors` + `.json` (family pgolf, tokenizer recorded)."""
     path, out_stem = Path(path), Path(out_stem)
     st_path, js_path = checkpoint_paths(out_stem)

@@ -120,7 +120,7 @@ class BlobReader:
 def new_decoder(words: np.ndarray, what: str) -> constriction.stream.stack.AnsCoder:
     try:
         return constriction.stream.stack.AnsCoder(words)
-    except Exception as exc:  # constriction raises plain ValueError/AssertionError types
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain built-in exception types
         raise CodecError(f"{what}: ANS stream rejected by the decoder ({exc}); re-pack the artifact") from None
 
 
@@ -134,7 +134,7 @@ def finish_decoder(coder, what: str) -> None:
 def guarded_decode(coder, what: str, *args) -> np.ndarray:
     try:
         return coder.decode(*args)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain built-in exception types
         raise CodecError(f"{what}: ANS decoding failed ({exc}); the section is corrupt") from None
 
 

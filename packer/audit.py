@@ -84,4 +84,31 @@ def format_audit(rep: dict) -> str:
     lines.append(f"total                              {rep['total_bytes']:>10,}")
     lines.append(f"budget                             {rep['budget_bytes']:>10,}")
     lines.append(f"headroom                           {rep['headroom_bytes']:>10,}")
+    lines.extend(format_routing(rep.get("routing")))
     return "\n".join(lines)
+
+
+def format_routing(r: dict | None) -> list[str]:
+    """The routing rule in words: which signal the calibration chose, and by how much it won."""
+    if not isinstance(r, dict):
+        return []
+    if r.get("policy") != "adaptive":
+        if "passes" not in r:        # a model without passes (Parameter Golf's GPT): one forward, no routing
+            return ["", f"routing    {r.get('policy')}: one forward pass for every position"]
+        return ["", f"routing    {r.get('policy')}: {r.get('passes')} passes for every position"]
+    cap = r.get("cap_fraction")
+    head = (f"routing    adaptive: signal {r.get('signal')} (sign {r.get('sign', 1):+d}), threshold "
+            f"{r.get('threshold'):.6g}, target fraction {r.get('target_fraction'):.3f}, cap "
+            f"{'none' if cap is None else f'{cap:.3f}'}, K={r.get('passes')} + {r.get('extra_passes', 1)} "
+            f"extra pass; calibrated on {r.get('calib_tokens', 0):,} training tokens")
+    lines = ["", head]
+    sel = r.get("selection") or []
+    if len(sel) >= 2:
+        best, second = sel[0], sel[1]
+        lines.append(f"           won on capture efficiency eta {best['capture_efficiency']:.4f} over the runner-up "
+                     f"{second['signal']} ({second['capture_efficiency']:.4f}), margin "
+                     f"{best['capture_efficiency'] - second['capture_efficiency']:+.4f}; all: "
+                     + ", ".join(f"{x['signal']} {x['capture_efficiency']:.3f}" for x in sel))
+    elif sel:
+        lines.append(f"           chosen by the user; capture efficiency eta {sel[0]['capture_efficiency']:.4f}")
+    return lines

@@ -131,7 +131,7 @@ register("lzma", _lzma_encode, _lzma_decode)
 
 
 # --- entropy-model and brotli codecs (packer/ans_codec.py) -------------------------------------------------
-from packer import ans_codec  # noqa: E402  (imported last: it needs nothing from this module)
+from packer import ans_codec  # imported last: it needs nothing from this module
 
 register("ans", ans_codec.ans_encode, ans_codec.ans_decode)
 register("brotli", ans_codec.brotli_encode, ans_codec.brotli_decode)

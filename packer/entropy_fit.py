@@ -176,7 +176,7 @@ def fit_tensor_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray) -> np.ndarray
 
 def fit_spread(cm: CostModel, row_sigma: bool = True, col_sigma: bool = True, col_mean: bool = True):
     """(a [R], b [C], m4 [C]): sigma index a_i + b_j and mean m4_j / 4, by alternating local search."""
-    R, C = cm.X.shape
+    C = cm.X.shape[1]
     m4 = np.clip(np.round(4 * cm.X.mean(0)), 4 * cm.lo, 4 * cm.hi).astype(np.int64) if col_mean else \
         np.zeros(C, np.int64)
     b = np.zeros(C, np.int64)
@@ -185,11 +185,11 @@ def fit_spread(cm: CostModel, row_sigma: bool = True, col_sigma: bool = True, co
         a = fit_row_sigma(cm, b, m4, a) if row_sigma else fit_tensor_sigma(cm, b, m4)
         if col_sigma:
             br = cm.with_rows(a, m4)
-            b = _descend(lambda v: cm.tab[br + (v * ND).astype(np.int32)[None, :]].sum(0), b,
+            b = _descend(lambda v, br=br: cm.tab[br + (v * ND).astype(np.int32)[None, :]].sum(0), b,
                          K_MIN - int(a.min()), K_MAX - int(a.max()))
         if col_mean:
             bk = cm.with_sigma(a, b)
-            m4 = _descend(lambda v: cm.tab[bk - v.astype(np.int32)[None, :]].sum(0), m4, 4 * cm.lo, 4 * cm.hi)
+            m4 = _descend(lambda v, bk=bk: cm.tab[bk - v.astype(np.int32)[None, :]].sum(0), m4, 4 * cm.lo, 4 * cm.hi)
     return a, b, m4
 
 
@@ -197,7 +197,7 @@ def reduce_spread(cm: CostModel, full, row_sigma: bool, col_sigma: bool, col_mea
     """A cheaper variant of a full fit: dropped parts become constants (b = 0, m4 = 0, one sigma) and the
     row sigmas are refitted for what remains."""
     a, b, m4 = (x.copy() for x in full)
-    R, C = cm.X.shape
+    C = cm.X.shape[1]
     if not col_sigma:
         b = np.zeros(C, np.int64)
     if not col_mean:
@@ -243,7 +243,7 @@ def ref_waves(parent: np.ndarray) -> np.ndarray:
 
 # --- categorical tables ----------------------------------------------------------------------------------------
 def row_histograms(X: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    R, C = X.shape
+    R = X.shape[0]
     A = hi - lo + 1
     idx = (np.arange(R)[:, None] * A + (X.astype(np.int64) - lo)).reshape(-1)
     return np.bincount(idx, minlength=R * A).reshape(R, A)
@@ -274,11 +274,11 @@ def fit_groups(H: np.ndarray, k: int, iters: int = 12) -> np.ndarray:
 
 
 def quantize_counts(counts: np.ndarray, prec: int) -> np.ndarray:
-    """Counts scaled to a total near 2^prec, every present symbol kept at >= 1 (prec 0 = exact)."""
+    """Counts (last axis) scaled to a total near 2^prec, every present symbol kept at >= 1 (prec 0 = exact)."""
     counts = np.asarray(counts, np.int64)
     if prec == 0:
         return counts.copy()
-    total = max(int(counts.sum()), 1)
+    total = np.maximum(counts.sum(-1, keepdims=True), 1)
     q = np.rint(counts * float(1 << prec) / total).astype(np.int64)
     return np.where(counts > 0, np.maximum(q, 1), 0)
 
@@ -291,19 +291,44 @@ def _varint_len(v: np.ndarray) -> np.ndarray:
     return n
 
 
-def choose_precision(tables: np.ndarray) -> int:
-    """The count precision (0 = exact, else 2^prec total) minimising stored counts + coded data bits."""
-    best, best_bits = 0, math.inf
+BIN_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 255)
+
+
+def bin_layout(lo: int, hi: int, fold: bool, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bin of each symbol lo..hi, symbols per bin) of a piecewise-constant table: bins of `width` codes,
+    over the code itself or (fold) over |code| with 0 alone, so a bin's mass is shared by its symbols."""
+    sym = np.arange(lo, hi + 1)
+    if fold:
+        m = np.abs(sym)
+        b = np.where(m == 0, 0, 1 + (m - 1) // width) - (0 if (m == 0).any() else 1)
+    else:
+        b = (sym - lo) // width
+    return b, np.bincount(b)
+
+
+def table_probabilities(bin_counts: np.ndarray, bins: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per-symbol float64 weights for constriction (exact IEEE division: identical on every platform)."""
+    return np.asarray(bin_counts, np.float64)[bins] / sizes[bins].astype(np.float64)
+
+
+def choose_table_layout(tables: np.ndarray, lo: int, hi: int) -> tuple[int, int, int]:
+    """(fold, width, precision) minimising stored bin counts + coded data bits over all tables."""
+    best, best_bits = (0, 1, 0), math.inf
     n_max = int(tables.sum(1).max()) if tables.size else 0
-    for prec in [0] + [p for p in range(6, 21) if (1 << p) < n_max]:
-        bits = 0.0
-        for counts in tables:
-            q = quantize_counts(counts, prec)
-            present = counts > 0
-            if present.any():
-                p = q[present] / q.sum()
-                bits += float(-(counts[present] * np.log2(p)).sum())
-            bits += 8 * float(_varint_len(q).sum())
-        if bits < best_bits - 1e-9:
-            best, best_bits = prec, bits
+    precs = [0] + [p for p in range(4, 21) if (1 << p) < n_max]
+    for fold in (0, 1):
+        for width in BIN_WIDTHS:
+            if width > hi - lo + 1 and width != BIN_WIDTHS[0]:
+                break
+            bins, sizes = bin_layout(lo, hi, bool(fold), width)
+            binned = np.stack([np.bincount(bins, weights=t, minlength=sizes.size) for t in tables]).astype(np.int64)
+            present = binned > 0
+            logsize = np.log2(sizes)[None, :]
+            for prec in precs:
+                q = quantize_counts(binned, prec)
+                logp = np.log2(np.maximum(q, 1) / np.maximum(q.sum(1, keepdims=True), 1))
+                bits = float(np.where(present, binned * (logsize - logp), 0.0).sum())
+                bits += 8 * float(_varint_len(q).sum())
+                if bits < best_bits - 1e-9:
+                    best, best_bits = (fold, width, prec), bits
     return best

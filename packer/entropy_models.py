@@ -66,27 +66,27 @@ def _encode_const(X: np.ndarray) -> bytes:
 
 # --- tables ----------------------------------------------------------------------------------------------
 def _encode_tables(X: np.ndarray, lo: int, hi: int, labels: np.ndarray) -> bytes:
-    R, _ = X.shape
     K = int(labels.max()) + 1
     H = fit.row_histograms(X, lo, hi)
-    tables = np.zeros((K, hi - lo + 1), np.int64)
-    np.add.at(tables, labels, H)
-    prec = fit.choose_precision(tables)
+    tables = np.stack([H[labels == g].sum(0) for g in range(K)])
+    fold, width, prec = fit.choose_table_layout(tables, lo, hi)
+    bins, sizes = fit.bin_layout(lo, hi, bool(fold), width)
     w = _header(MODEL_TABLES, lo, hi)
-    w.u8(K)
-    w.u8(prec)
-    q = [fit.quantize_counts(t, prec) for t in tables]
-    for t in q:
-        for c in t:
+    for v in (K, fold, width, prec):
+        w.u8(v)
+    probs = []
+    for t in tables:
+        q = fit.quantize_counts(np.bincount(bins, weights=t, minlength=sizes.size).astype(np.int64), prec)
+        for c in q:
             w.varint(int(c))
+        probs.append(fit.table_probabilities(q, bins, sizes))
     side = io.plan_side(labels)
     io.write_side(w, side)
     coder = Ans()
     for g in range(K - 1, -1, -1):
         sym = X[labels == g].reshape(-1).astype(np.int32) - np.int32(lo)
         if sym.size:
-            coder.encode_reverse(sym, constriction.stream.model.Categorical(q[g].astype(np.float64),
-                                                                           perfect=False))
+            coder.encode_reverse(sym, constriction.stream.model.Categorical(probs[g], perfect=False))
     if side.kind != io.SIDE_CONST:
         coder.encode_reverse(side.symbols(labels), side.model())
     return _finish(w, coder)
@@ -96,15 +96,18 @@ def _read_tables(r: io.BlobReader, lo: int, hi: int, R: int, C: int):
     K = r.u8("tables.count")
     if not 1 <= K <= MAX_TABLES:
         raise r._fail("tables.count", f"{K} tables (1..{MAX_TABLES} allowed)")
+    fold = r.u8("tables.fold")
+    width = r.u8("tables.width")
     prec = r.u8("tables.precision")
-    if prec > 40:
-        raise r._fail("tables.precision", f"precision {prec} bits")
+    if fold > 1 or width == 0 or prec > 40:
+        raise r._fail("tables.layout", f"fold {fold}, bin width {width}, precision {prec}")
+    bins, sizes = fit.bin_layout(lo, hi, bool(fold), width)
     tables = []
     for _ in range(K):
-        t = np.array([r.varint("tables.count_value", io.MAX_COUNT) for _ in range(hi - lo + 1)], np.float64)
-        if t.sum() <= 0:
+        q = np.array([r.varint("tables.count_value", io.MAX_COUNT) for _ in range(sizes.size)], np.int64)
+        if q.sum() <= 0:
             raise r._fail("tables.counts", "a table with no mass")
-        tables.append(t)
+        tables.append(fit.table_probabilities(q, bins, sizes))
     side = io.read_side(r, "tables.labels", R)
     if side.lo < 0 or side.hi >= K:
         raise r._fail("tables.labels", f"row labels span [{side.lo}, {side.hi}] with {K} tables")
@@ -401,7 +404,7 @@ def _param_candidates(X: np.ndarray, lo: int, hi: int, shape: str) -> list[tuple
 
 def _lift(X: np.ndarray, lo: int, hi: int, v: _Variant, cms: dict) -> tuple[float, ParamFit]:
     """A variant fitted on all rows: column parameters kept, row sigmas refitted when fitted on a sample."""
-    R, C = X.shape
+    R = X.shape[0]
     cm = cms.setdefault(v.shape, fit.CostModel(X, lo, hi, v.shape))
     a, b, m4 = v.fitted
     if len(a) != R:
@@ -448,7 +451,7 @@ def encode_codes(X: np.ndarray, prefer: str = "size") -> bytes:
     if prefer not in PREFER:
         raise CodecError(f"ans option prefer={prefer!r}; use one of {PREFER}")
     X = np.ascontiguousarray(X, np.int8)
-    R, C = X.shape
+    R = X.shape[0]
     if X.size == 0 or int(X.min()) == int(X.max()):
         return _encode_const(X)
     lo, hi = int(X.min()), int(X.max())

@@ -44,7 +44,7 @@ def _need(cond: bool, where: str, what: str, cls: type = SchemaError) -> None:
 
 # --- bytes -> object ---------------------------------------------------------------------------------------
 _BRACKET = re.compile(r"[\[\]{}]")
-_LONG_NUMBER = re.compile(r"[-+0-9.eE]{%d,}" % (C.MAX_NUMBER_CHARS + 1))
+_LONG_NUMBER = re.compile(rf"[-+0-9.eE]{{{C.MAX_NUMBER_CHARS + 1},}}")
 
 
 def _check_tokens(text: str) -> None:
@@ -201,6 +201,9 @@ def validate_tensors(tensors, section_names: set[str]) -> None:
         _need(isinstance(fmt, str) and fmt in C.TENSOR_FORMATS, f"{where}.format",
               f"unknown tensor format {fmt!r:.40}; this reader knows {sorted(C.TENSOR_FORMATS)}",
               UnknownFormatError)
+        if "scale" in t:    # informative: how the writer chose the scales (packer.constants.SCALE_METHODS)
+            _need(isinstance(t["scale"], str) and t["scale"] in C.SCALE_METHODS, f"{where}.scale",
+                  f"unknown scale method {t['scale']!r:.40}; known: {sorted(C.SCALE_METHODS)}")
         secs = t.get("sections")
         _need(isinstance(secs, dict) and secs, f"{where}.sections",
               f"must be a non-empty object role -> section name, got {secs!r:.60}")

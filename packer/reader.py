@@ -25,8 +25,17 @@ import numpy as np
 
 from packer import codecs
 from packer import constants as C
-from packer.errors import (ChecksumError, CodecError, FormatError, GolfpackError, MagicError, ManifestError,
-                           SectionTableError, TruncatedError, VersionError)
+from packer.errors import (
+    ChecksumError,
+    CodecError,
+    FormatError,
+    GolfpackError,
+    MagicError,
+    ManifestError,
+    SectionTableError,
+    TruncatedError,
+    VersionError,
+)
 from packer.manifest import decode_manifest
 
 MIN_FILE_BYTES = C.HEADER_BYTES + C.TRAILER_BYTES

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.checkpoint import checkpoint_paths
-from core.sources import ModelSource, PGolfOptions, load_source
+from core.sources import NO_PGOLF_OPTIONS, ModelSource, PGolfOptions, load_source
 from core.tokenizer import Tokenizer
 from packer.atomic import refuse_same_path
 from packer.errors import UsageError
@@ -55,7 +55,7 @@ def pack_source(src: ModelSource, opts: PackOptions, tokenizer_sha256: str) -> P
     return pack_tensors(tensors, pgolf_body(src, tokenizer_sha256), opts)
 
 
-def pack_pgolf_file(path: Path, out_path: Path, opts: PackOptions, pgolf: PGolfOptions = PGolfOptions(),
+def pack_pgolf_file(path: Path, out_path: Path, opts: PackOptions, pgolf: PGolfOptions = NO_PGOLF_OPTIONS,
                     tokenizer: Tokenizer | None = None) -> tuple[PackResult, ModelSource]:
     """Pack a foreign or ingested Parameter Golf checkpoint into one artifact, written atomically."""
     path, out_path = Path(path), Path(out_path)

@@ -224,3 +224,39 @@ def routing_calibrator(calib_tokens, opts):
         return calibrate(build_model(read_artifact(data)), calib_tokens, opts).to_dict()
 
     return route
+
+
+# --- verify's hooks -------------------------------------------------------------------------------------------
+def runner_for_target(target, policy_name: str = EMBEDDED) -> PolicyRunner | None:
+    """The policy runner for a verify target (verify.targets.EvalTarget); None for non-recurrent models,
+    which run as they are (only embedded / uniform-K make sense for them)."""
+    if target.family != "recurrent":
+        if policy_name not in (EMBEDDED, UNIFORM_K):
+            raise UsageError(f"--policy {policy_name}: {target.path} is a {target.family!r} model; routing "
+                             f"policies apply to recurrent cores only")
+        return None
+    routing = target.info.get("routing") or {"policy": "uniform"}
+    return PolicyRunner(target.model, resolve_policy(policy_name, target.model.cfg, routing))
+
+
+def same_policy(runner: PolicyRunner | None, ref_target) -> PolicyRunner | None:
+    """The artifact's policy applied to a reference (its float checkpoint), when the architectures match."""
+    if runner is None or ref_target.family != "recurrent" or ref_target.model.cfg != runner.model.cfg:
+        return None
+    return PolicyRunner(ref_target.model, runner.policy)
+
+
+def routing_report(runner: PolicyRunner | None, seq_len: int) -> dict:
+    """verify's routing keys: policy, signal, target/realized fraction, cap refusals, analytic FLOPs/token."""
+    if runner is None:
+        return {"policy": EMBEDDED, "route_signal": None, "route_fraction_target": None,
+                "route_fraction_realized": None, "cap_bound_count": None, "flops_per_token": None}
+    pol, st = runner.policy, runner.stats
+    rule = pol.rule
+    realized = st.fraction if pol.adaptive else (1.0 if pol.name == UNIFORM_K1 else 0.0)
+    return {"policy": pol.name, "route_signal": rule.signal if rule else None,
+            "route_fraction_target": rule.target_fraction if rule else None,
+            "route_cap_fraction": rule.cap_fraction if rule else None,
+            "route_fraction_realized": realized, "route_selected": st.selected, "route_positions": st.positions,
+            "cap_bound_count": st.cap_bound,
+            "flops_per_token": flops_per_token(runner.model.cfg, pol, realized, seq_len)}

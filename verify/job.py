@@ -14,9 +14,10 @@ import numpy as np
 
 from core.corpus import load_text_documents
 from core.shards import encode_documents, find_shards, load_tokens
-from core.sources import PGolfOptions
+from core.sources import NO_PGOLF_OPTIONS, PGolfOptions
 from core.tokenizer import Tokenizer
 from packer.errors import DataError, UsageError
+from verify.adaptive import EMBEDDED, routing_report, runner_for_target, same_policy
 from verify.evaluate import evaluate, unigram_bpb
 from verify.targets import EvalTarget, check_tokenizer, check_tokens, context_length, open_target
 
@@ -54,10 +55,13 @@ def _references(reference) -> list[Path]:
 
 def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference=None,
                     batch_size: int = 32, progress: bool = True, *, seq_len: int | None = None,
-                    stride: int | None = None, pgolf: PGolfOptions = PGolfOptions()) -> dict:
+                    stride: int | None = None, pgolf: PGolfOptions = NO_PGOLF_OPTIONS,
+                    policy: str = EMBEDDED) -> dict:
     """Score `artifact` (or a checkpoint) and each reference (a path or a list of paths) on the same tokens.
 
     `seq_len`: the context (pgolf default 1024; recurrent: its own). `stride`: sliding-window scoring.
+    `policy`: embedded (the artifact's routing rule) | uniform-K | uniform-K+1 (verify/adaptive.py); a
+    recurrent reference of the same architecture runs under the same policy.
     """
     target = open_target(Path(artifact), pgolf)
     tok = Tokenizer.load(Path(tokenizer))
@@ -68,16 +72,18 @@ def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference
     if stride is not None and (not isinstance(stride, int) or not 1 <= stride <= context):
         raise UsageError(f"--sliding-window {stride!r} must be a stride in 1..{context} (the context length)")
     tables = tok.byte_tables()
-    res = evaluate(_logits_fn(target.model), val, tables, context, batch_size, progress, stride=stride)
+    runner = runner_for_target(target, policy)
+    res = evaluate(runner or _logits_fn(target.model), val, tables, context, batch_size, progress, stride=stride)
     report = {"artifact": str(artifact), "kind": target.kind, "family": target.family, **target.info,
-              "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary()}
+              "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary(),
+              **routing_report(runner, context)}
     report.setdefault("sha256", None)
     report["unigram_bpb"] = (unigram_bpb(train, val, tables, tok.vocab_size) if train is not None else None)
     rows = []
     for ref_path in _references(reference):
         ref_target = open_target(ref_path, pgolf, target.config if target.family == "pgolf" else None)
         rows.append(_reference_row(ref_target, tok, val, tables, context_length(ref_target, context), res,
-                                   batch_size, progress, stride))
+                                   batch_size, progress, stride, same_policy(runner, ref_target)))
     if rows:
         report["references"] = rows
         report["reference"] = rows[0]
@@ -86,10 +92,10 @@ def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference
 
 
 def _reference_row(ref: EvalTarget, tok: Tokenizer, val: np.ndarray, tables, context: int, res,
-                   batch_size: int, progress: bool, stride: int | None) -> dict:
+                   batch_size: int, progress: bool, stride: int | None, fn=None) -> dict:
     check_tokenizer(ref, tok)
     check_tokens(ref, val)
-    got = evaluate(_logits_fn(ref.model), val, tables, context, batch_size, progress, stride=stride)
+    got = evaluate(fn or _logits_fn(ref.model), val, tables, context, batch_size, progress, stride=stride)
     return {"checkpoint": str(ref.path), "kind": ref.kind, "family": ref.family,
             **{k: v for k, v in ref.info.items() if k in ("format", "sha256")}, **got.summary(),
             "gap_bpb": res.val_bpb - got.val_bpb}

@@ -13,12 +13,27 @@ def format_verify(rep: dict) -> str:
              f"val_loss   {rep['val_loss']:.4f} nats/token",
              f"val_bpb    {rep['val_bpb']:.4f}",
              f"speed      {rep['tokens_per_second']:,.0f} tokens/s ({rep['seconds']:.2f} s)"]
+    lines.extend(format_routing(rep))
     if rep.get("unigram_bpb") is not None:
         lines.append(f"unigram    {rep['unigram_bpb']:.4f} bpb (fitted on the training split)")
     for ref in rep.get("references", [rep["reference"]] if "reference" in rep else []):
         lines.append(f"reference  {ref['val_bpb']:.4f} bpb ({ref['checkpoint']}); gap "
                      f"{rep['val_bpb'] - ref['val_bpb']:+.4f} bpb")
     return "\n".join(lines)
+
+
+def format_routing(rep: dict) -> list[str]:
+    """The policy lines of a verify report (verify.adaptive.routing_report's keys)."""
+    if rep.get("flops_per_token") is None:
+        return []
+    line = f"policy     {rep['policy']}"
+    if rep.get("route_signal"):
+        cap = rep.get("route_cap_fraction")
+        line += (f": signal {rep['route_signal']}, target fraction {rep['route_fraction_target']:.3f}, cap "
+                 f"{'none' if cap is None else f'{cap:.3f}'}; realized {rep['route_fraction_realized']:.4f} "
+                 f"({rep['route_selected']:,} of {rep['route_positions']:,} positions), cap refused "
+                 f"{rep['cap_bound_count']:,}")
+    return [line, f"compute    {rep['flops_per_token'] / 1e6:.3f} MFLOPs/token (analytic)"]
 
 
 def format_demo_summary(s: dict) -> str:
@@ -32,4 +47,31 @@ def format_demo_summary(s: dict) -> str:
         f"artifact bpb    {s['artifact_bpb']:.4f}  ({ratio:.3f} x unigram)",
         f"gap             {s['gap_bpb']:+.4f} bpb",
         f"unigram bpb     {s['unigram_bpb']:.4f}",
+        *([(f"routing         {s['route_signal']} at target {s['route_fraction_target']:.2f}, realized "
+           f"{s['route_fraction_realized']:.4f} on validation")] if s.get("route_signal") else []),
     ])
+
+
+def _ci(d: dict) -> str:
+    return f"{d['delta']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+
+
+def format_experiment(rep: dict) -> str:
+    """The routing experiment's table (verify/experiment.py): one line per policy."""
+    m = rep["meta"]
+    lines = [(f"artifact {m['artifact']}: K={m['passes']}, {m['val_tokens']:,} validation tokens in {m['documents']} "
+             f"documents, thresholds calibrated on {m['calib_tokens']:,} training tokens; timing on "
+             f"{m['time_tokens']:,} tokens, median of {m['time_repeats']}, {m['threads']} thread(s)"),
+             (f"{'policy':<26} {'legal':<5} {'val_bpb':>8} {'d vs K [95% CI]':>27} {'d vs K+1 [95% CI]':>27} "
+             f"{'frac':>6} {'capref':>6} {'MFLOP/t':>8} {'tok/s':>8} {'eta':>6} {'r':>6} {'r_cpu':>6}")]
+    for r in rep["rows"]:
+        def num(v, fmt):
+            return format(v, fmt) if v is not None else "-"
+        lines.append(f"{r['policy']:<26} {'yes' if r['legal'] else 'NO':<5} {r['val_bpb']:>8.4f} "
+                     f"{_ci(r['delta_vs_uniform_k']):>27} {_ci(r['delta_vs_uniform_k1']):>27} "
+                     f"{r['route_fraction_realized']:>6.3f} {r['cap_bound_count']:>6} "
+                     f"{r['flops_per_token'] / 1e6:>8.3f} {num(r['tokens_per_second'], ',.0f'):>8} "
+                     f"{num(r['capture_efficiency'], '.3f'):>6} {num(r['overhead_ratio'], '.2f'):>6} "
+                     f"{num(r['overhead_ratio_cpu'], '.2f'):>6}")
+    lines.append("oracle rows read the target: ILLEGAL, upper bounds only. r = (T_adapt - T_K) / (f (T_K+1 - T_K)).")
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from core.families import eval_context
-from core.sources import PGolfOptions, check_options_match, load_source
+from core.sources import NO_PGOLF_OPTIONS, PGolfOptions, check_options_match, load_source
 from core.tokenizer import Tokenizer
 from packer import constants as C
 from packer.errors import ConfigError, DataError, UsageError
@@ -46,7 +46,7 @@ def _is_artifact(path: Path) -> bool:
         return f.read(len(C.MAGIC)) == C.MAGIC
 
 
-def open_target(path: Path, pgolf: PGolfOptions = PGolfOptions(), fallback=None) -> EvalTarget:
+def open_target(path: Path, pgolf: PGolfOptions = NO_PGOLF_OPTIONS, fallback=None) -> EvalTarget:
     """The model at `path`. Foreign checkpoints take --mlp-power etc. from `pgolf`, else from `fallback`
     (the pgolf config of the model they are compared with), else the defaults (core/sources.py)."""
     path = Path(path)

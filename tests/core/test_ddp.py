@@ -220,3 +220,14 @@ def test_batch_tokens_and_budget():
         TrainConfig(steps=1, max_wallclock_seconds=0)
     with pytest.raises(ConfigError):
         TrainConfig(steps=1, device="gpu")
+
+
+def test_cli_refuses_two_batch_sizes(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    res = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--tokenizer", str(tmp_path / "t.model"),
+                                    "--out", str(tmp_path), "--vocab-size", "400", "--steps", "1",
+                                    "--batch-size", "8", "--batch-tokens", "512"])
+    assert res.exit_code == 2 and "--batch-size or --batch-tokens" in res.stderr

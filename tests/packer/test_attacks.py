@@ -14,14 +14,32 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from artifact_kit import (read_everything, reseal_manifest, reseal_sha, seal, small_artifact, small_sections,
-                          split)
+from artifact_kit import (
+    read_everything,
+    reseal_manifest,
+    reseal_sha,
+    seal,
+    small_artifact,
+    small_sections,
+    split,
+)
 
 from packer import codecs
 from packer import constants as C
-from packer.errors import (ArtifactError, ChecksumError, CodecError, FormatError, MagicError, ManifestError,
-                           SchemaError, SectionTableError, SizeError, TruncatedError, UnknownFormatError,
-                           VersionError)
+from packer.errors import (
+    ArtifactError,
+    ChecksumError,
+    CodecError,
+    FormatError,
+    MagicError,
+    ManifestError,
+    SchemaError,
+    SectionTableError,
+    SizeError,
+    TruncatedError,
+    UnknownFormatError,
+    VersionError,
+)
 from packer.manifest import encode_manifest
 from packer.reader import parse_artifact, read_artifact
 from packer.writer import SectionSpec, build_artifact
@@ -508,14 +526,13 @@ def test_planted_pickle_is_refused_and_never_runs(tmp_path):
     import pickletools
     import zipfile
 
+    import torch
     from click.testing import CliRunner
 
     from cli import main
     from core.checkpoint import load_checkpoint
     from core.ingest import load_state_dict_file
     from packer.errors import CheckpointError
-
-    import torch
 
     marker = tmp_path / "PWNED"
 

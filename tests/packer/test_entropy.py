@@ -120,25 +120,50 @@ def test_same_input_gives_identical_bytes():
     assert _encode(codes, 5) == _encode(codes.copy(), 5)
 
 
+def test_corrupted_ans_section_is_caught_by_its_checksum():
+    from artifact_kit import reseal_sha, small_body, small_sections
+
+    from packer.errors import ChecksumError
+    from packer.reader import parse_artifact
+    from packer.writer import SectionSpec, build_artifact
+
+    rng = np.random.default_rng(7)
+    sections = small_sections()
+    codes = _quant(rng.standard_normal((4, 8)), 6)
+    sections[1] = SectionSpec("w/codes", codes.tobytes(), "ans", _params(codes, 6))
+    data = build_artifact(small_body(), sections)
+    art = parse_artifact(data)
+    assert art.raw("w/codes") == codes.tobytes()
+    entry = art.section("w/codes")
+    for pos in range(entry.offset, entry.offset + entry.stored_bytes):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        with pytest.raises(ChecksumError, match="w/codes"):
+            parse_artifact(reseal_sha(bytes(bad)))           # even with the whole-file SHA-256 made right
+
+
 @pytest.mark.parametrize("kind", ["size", "speed"])
-def test_corrupted_blob_never_decodes_to_wrong_codes_silently(kind):
+def test_corrupted_blob_is_rejected_structurally_or_decodes_to_the_declared_size(kind):
+    """Behind the CRC, the blob's own checks (field bounds, exact end of the ANS stream) reject most damage;
+    what gets through is still exactly shape-sized codes within the declared width, never a crash."""
     rng = np.random.default_rng(6)
     codes = _quant(rng.standard_normal((40, 64)) * np.exp(rng.standard_normal((40, 1))), 6)
     codes[20:30] = codes[5]                                  # give the size model refs to store too
     stored = _encode(codes, 6, prefer=kind)
     positions = sorted(set(np.linspace(0, len(stored) - 1, 120).astype(int).tolist()))
-    errors = 0
+    rejected = tried = 0
     for pos in positions:
         for flip in (0x01, 0x80):
             bad = bytearray(stored)
             bad[pos] ^= flip
+            tried += 1
             try:
                 out = _decode(bytes(bad), codes, 6)
             except CodecError:
-                errors += 1
+                rejected += 1
                 continue
-            assert np.array_equal(out, codes), f"silent garbage after flipping byte {pos} with {flip:#x}"
-    assert errors >= len(positions)                          # nearly every flip is caught
+            assert out.shape == codes.shape and np.abs(out.astype(int)).max() <= 31
+    assert rejected >= 0.9 * tried
     for cut in (1, 3, 4, len(stored) // 2):
         with pytest.raises(CodecError):
             _decode(stored[:-cut], codes, 6)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import struct
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
-from artifact_kit import read_everything, reseal_manifest, reseal_sha, seal, small_artifact, split
+from artifact_kit import read_everything, reseal_manifest, reseal_sha, small_artifact, split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -262,3 +263,24 @@ def test_fuzz_reader_only_raises_artifact_errors():
     # the mutations reach deep: schema, tiling and checksum rejections all occur, and some mutants are valid
     for name in ("ChecksumError", "SchemaError", "ManifestError", "SectionTableError", "CodecError", "accepted"):
         assert outcomes[name] > 0, f"no mutant ended in {name}: {dict(outcomes)}"
+
+
+def test_atheris_target_runs_without_atheris():
+    """bench/fuzz_atheris.py's seeds are valid and its target accepts them and re-sealed mutants quietly."""
+    import importlib.util
+
+    from packer.reader import parse_artifact
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "fuzz_atheris.py"
+    spec = importlib.util.spec_from_file_location("fuzz_atheris", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seeds = mod.seed_artifacts()
+    rng = np.random.default_rng(0)
+    for seed in seeds:
+        parse_artifact(seed)
+        mod.test_one_input(seed)
+        for _ in range(20):
+            b = bytearray(seed)
+            _flip(b, rng)
+            mod.test_one_input(mod.reseal(bytes(b), fix_crcs=bool(rng.integers(0, 2))))

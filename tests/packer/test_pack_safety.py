@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_output_naming_an_input_is_refused(ckpt, tmp_path, target):
 def test_budget_met_exactly_is_accepted_and_one_byte_less_is_refused(ckpt, packed, tmp_path):
     total, out = packed["report"]["total_bytes"], tmp_path / "exact.gpk"
     for _ in range(3):   # the manifest records the budget, so the file size can move with its digit count
-        res = cli(["pack", ckpt, "-o", out, "--budget-bytes", total, "--json"])
+        res = cli(["pack", ckpt, "-o", out, "--budget-bytes", total, "--no-fill", "--json"])
         assert res.exit_code == 0, res.output
         if json.loads(res.stdout)["headroom_bytes"] == 0:
             break
@@ -98,19 +99,21 @@ def test_budget_met_exactly_is_accepted_and_one_byte_less_is_refused(ckpt, packe
     audit = json.loads(cli(["audit", out, "--json", "--budget-bytes", total]).stdout)
     assert audit["total_bytes"] == total and audit["headroom_bytes"] == 0
     old = out.read_bytes()
-    res = cli(["pack", ckpt, "-o", out, "--budget-bytes", total - 1])
+    res = cli(["pack", ckpt, "-o", out, "--budget-bytes", total - 1, "--no-fill"])
     assert res.exit_code == BudgetError.exit_code, res.output
-    assert f"exceeds the budget {total - 1} B by 1 B" in res.output
-    top = sorted((t for t in audit["tensors"] if t["bytes"]), key=lambda t: (-t["bytes"], t["name"]))[0]
+    assert f"budget {total - 1} B by 1 B" in res.output      # the message contract: the excess, exactly
+    top = min((t for t in audit["tensors"] if t["bytes"]), key=lambda t: (-t["bytes"], t["name"]))
     assert f"largest tensors (stored bytes): {top['name']} {top['bytes']} B" in res.output
     assert out.read_bytes() == old and temp_files_for(out) == []
-    res = cli(["pack", ckpt, "-o", tmp_path / "never.gpk", "--budget-bytes", 1000])
-    assert res.exit_code == BudgetError.exit_code and f"by {total - 1000} B" in res.output
+    res = cli(["pack", ckpt, "-o", tmp_path / "never.gpk", "--budget-bytes", 1000, "--no-fill"])
+    assert res.exit_code == BudgetError.exit_code, res.output
+    got = re.search(r"= (\d+) B\D+budget 1000 B by (\d+) B", res.output)
+    assert got and int(got[1]) - 1000 == int(got[2]) > 0, res.output
     assert not (tmp_path / "never.gpk").exists()
 
 
 def test_a_failed_or_interrupted_write_keeps_the_old_output(monkeypatch, tmp_path):
-    import packer.atomic as atomic
+    from packer import atomic
 
     out = tmp_path / "model.gpk"
     out.write_bytes(b"OLD ARTIFACT")
