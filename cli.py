@@ -262,7 +262,7 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
     from quant.pack import PackOptions, pack_checkpoint_file
     from quant.planner import PlannerConfig, read_plan
 
-    refuse_same_path(out, [checkpoint, tokenizer])   # every input of this command, before any work
+    refuse_same_path(out, [checkpoint, tokenizer, plan_file])   # every input file, before any work
     opts = PackOptions(embed_format=embed_format, matrix_format=matrix_format, control_format=control_format,
                        budget_bytes=budget_bytes, scale_method=scale_method)
     if plan_file is not None and fill:

@@ -192,8 +192,17 @@ def realized(scores: list[torch.Tensor], threshold: float, cap: float | None) ->
     return sel, ref
 
 
+def _by_length(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Windows of equal length stacked into one [W,T] tensor each (the bucket is per row: same result)."""
+    groups: dict[int, list[torch.Tensor]] = {}
+    for s in scores:
+        groups.setdefault(s.shape[1], []).append(s)
+    return [torch.cat(g) for g in groups.values()]
+
+
 def calibrate_threshold(scores: list[torch.Tensor], fraction: float, cap: float | None) -> float:
     """A float32 threshold whose selected fraction (after the cap) on `scores` is closest to `fraction`."""
+    scores = _by_length(scores)
     flat = torch.cat([s.reshape(-1) for s in scores]).float()
     n = flat.numel()
     desc = torch.sort(flat, descending=True).values

@@ -300,9 +300,10 @@ def bin_layout(lo: int, hi: int, fold: bool, width: int) -> tuple[np.ndarray, np
     sym = np.arange(lo, hi + 1)
     if fold:
         m = np.abs(sym)
-        b = np.where(m == 0, 0, 1 + (m - 1) // width) - (0 if (m == 0).any() else 1)
+        b = np.where(m == 0, 0, 1 + (m - 1) // width)
     else:
         b = (sym - lo) // width
+    _, b = np.unique(b, return_inverse=True)           # dense bin numbers: no empty bins
     return b, np.bincount(b)
 
 

@@ -160,7 +160,7 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     plan = {**default_plan(shapes, opts), **(plan or {})}
     if aliases is None:
-        aliases = find_duplicates(tensors) if opts.dedup else {}
+        aliases = find_duplicates(tensors, is_embedding) if opts.dedup else {}
     encoded = dict(encoded or {})
     entries, specs = [], []
     for name in sorted(tensors):

@@ -27,7 +27,7 @@ from packer.errors import BudgetError, UsageError
 from quant import formats
 from quant.calibrate import Hessian, LossEvaluator, collect_hessians, default_head_inputs
 from quant.candidates import Candidate, best_candidate, candidate_set
-from quant.pack import PackOptions, PackResult, default_plan, is_control, pack_tensors
+from quant.pack import PackOptions, PackResult, default_plan, is_control, is_embedding, pack_tensors
 from quant.planner import Option, PlannerConfig, pareto, plan_document, sensitivities, solve
 from quant.tying import alias_groups, find_duplicates
 
@@ -61,7 +61,7 @@ class Packer:
         self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
         self.route = route
         self.code = code or count_code()
-        self.aliases = find_duplicates(tensors) if opts.dedup else {}
+        self.aliases = find_duplicates(tensors, is_embedding) if opts.dedup else {}
         self.stored = [n for n in sorted(tensors) if n not in self.aliases]
         self.shapes = {n: tuple(v.shape) for n, v in tensors.items()}
         self.hessians: dict[str, Hessian] = {}

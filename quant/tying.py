@@ -15,11 +15,12 @@ import hashlib
 import numpy as np
 
 
-def find_duplicates(tensors: dict[str, np.ndarray]) -> dict[str, str]:
-    """alias name -> stored name, for every tensor that exactly equals an earlier one (sorted name order)."""
+def find_duplicates(tensors: dict[str, np.ndarray], prefer=None) -> dict[str, str]:
+    """alias name -> stored name, for every tensor that exactly equals an earlier one in sorted name order,
+    names for which prefer(name) is true first (so a tied embedding is stored as the embedding)."""
     first: dict[tuple, list[str]] = {}
     aliases: dict[str, str] = {}
-    for name in sorted(tensors):
+    for name in sorted(tensors, key=lambda n: (not (prefer is not None and prefer(n)), n)):
         arr = np.ascontiguousarray(tensors[name])
         key = (arr.shape, arr.dtype.str, hashlib.sha256(arr.tobytes()).hexdigest())
         for target in first.get(key, []):

@@ -70,18 +70,23 @@ def test_pack_never_modifies_its_inputs(packed):
     assert read_artifact(packed["path"]).layout.file_bytes == packed["report"]["file_bytes"]
 
 
-@pytest.mark.parametrize("target", ["safetensors", "json", "hardlink", "symlink", "relative"])
+@pytest.mark.parametrize("target", ["safetensors", "json", "hardlink", "symlink", "relative", "plan"])
 def test_output_naming_an_input_is_refused(ckpt, tmp_path, target):
     st, js = ckpt, ckpt.with_suffix(".json")
     before = (sha(st), sha(js))
     out = {"safetensors": st, "json": js, "relative": Path(os.path.relpath(st))}.get(target)
+    extra = []
     if target == "hardlink":
         out = tmp_path / "link.gpk"
         os.link(st, out)
     elif target == "symlink":
         out = tmp_path / "sym.gpk"
         out.symlink_to(js)
-    res = cli(["pack", st, "-o", out])
+    elif target == "plan":
+        out = tmp_path / "plan.json"
+        out.write_text("{}")
+        extra = ["--plan", out]
+    res = cli(["pack", st, "-o", out, *extra])
     assert res.exit_code == UsageError.exit_code, res.output
     assert "is the same file as input" in res.output
     assert (sha(st), sha(js)) == before

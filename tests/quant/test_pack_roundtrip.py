@@ -1,4 +1,4 @@
-"""Pack -> read -> dequantize reproduces exactly the dequantized tensors, for every format."""
+"""Pack -> read -> dequantize reproduces exactly the dequantized tensors, for every format and scale method."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ import torch
 
 from core.config import ModelConfig
 from core.model import RecurrentLM
+from packer import constants as C
 from packer.errors import BudgetError
 from packer.reader import read_artifact
 from quant import formats
@@ -35,9 +36,10 @@ def test_round_trip_bit_exact(matrix_format):
     art = read_artifact(res.data)
     got = artifact_tensors(art)
     for name, w in tensors.items():
-        enc = formats.encode(w, res.plan[name])
-        want = formats.decode(res.plan[name], enc.arrays, w.shape)
-        assert np.array_equal(got[name], want), name
+        enc = res.encoded[res.aliases.get(name, name)]      # both RMSNorm weights are ones: stored once
+        assert np.array_equal(got[name], formats.decode(res.plan[name], enc.arrays, w.shape)), name
+        again = formats.encode(w, res.plan[name], method=res.scales.get(name))   # the recorded method re-derives it
+        assert all(np.array_equal(again.arrays[k], enc.arrays[k]) for k in enc.arrays), name
     model = build_model(art)
     x = torch.randint(0, 64, (1, 16))
     assert model(x).shape == (1, 16, 64)
@@ -68,3 +70,38 @@ def test_int_codes_in_range_and_zero_rows():
     assert enc.arrays["codes"][0].tolist() == [0] * 5 and float(enc.arrays["scales"][0]) == 0.0
     assert np.abs(enc.arrays["codes"]).max() <= 7
     assert np.allclose(formats.decode("int4_row", enc.arrays, w.shape)[1], w[1], atol=5 / 7 / 2 + 1e-3)
+
+
+def test_every_format_and_method_round_trips_through_one_artifact():
+    rng = np.random.default_rng(0)
+    tensors, plan, methods = {}, {}, {}
+    for i, fmt in enumerate(sorted(C.TENSOR_FORMATS)):
+        shape = (3, 5, 40) if i % 3 == 0 else (12, 70)          # 3-D tensors are R = shape[0] rows too
+        for method in formats.methods_for(fmt) or (None,):
+            name = f"t{i:02d}_{fmt}_{method}"
+            tensors[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+            tensors[name].reshape(shape[0], -1)[0] = 0.0          # an all-zero row in every tensor
+            plan[name], methods[name] = fmt, method
+    encoded = {n: formats.encode(w, plan[n], method=methods[n]) for n, w in tensors.items()}
+    res = pack_tensors(tensors, body(), PackOptions(), plan, encoded=encoded)
+    art = read_artifact(res.data)
+    got = artifact_tensors(art)
+    entries = {t["name"]: t for t in art.manifest["tensors"]}
+    for name, w in tensors.items():
+        want = formats.decode(plan[name], encoded[name].arrays, w.shape)
+        assert got[name].shape == w.shape and np.array_equal(got[name], want), name
+        assert entries[name]["format"] == plan[name] and entries[name].get("scale") == methods[name], name
+        if formats.spec(plan[name]).kind == "int" and formats.spec(plan[name]).bits >= 6:
+            assert np.linalg.norm(got[name] - w) < 0.05 * np.linalg.norm(w), name   # and it is close to w
+
+
+def test_scale_method_in_manifest_is_validated():
+    from packer.errors import SchemaError
+    from packer.manifest import validate_manifest
+
+    res = pack_tensors(model_tensors(), body(), PackOptions())
+    man = read_artifact(res.data).manifest
+    assert {t.get("scale") for t in man["tensors"] if t.get("format", "").startswith("int")} <= C.SCALE_METHODS
+    next(t for t in man["tensors"] if "scale" in t)["scale"] = "magic"
+    with pytest.raises(SchemaError, match="scale"):
+        validate_manifest(man)
