@@ -281,14 +281,13 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
                                    plan=plan, fill=fill, planner=planner)
     else:
         route_from(kw, None, None)   # pops the routing options: Parameter Golf models keep uniform depth
-        if plan is not None or fill or calib_data is not None:
-            raise UsageError("--plan, --fill and --calib-data apply to golfpack recurrent checkpoints in this "
-                             "version; Parameter Golf checkpoints get the default plan (--no-fill)")
         from core.tokenizer import Tokenizer
         from quant.pack_foreign import pack_pgolf_file
 
         tok = Tokenizer.load(tokenizer) if tokenizer is not None else None
-        res, _ = pack_pgolf_file(checkpoint, out, opts, pgolf_from(kw), tok)
+        res, _ = pack_pgolf_file(checkpoint, out, opts, pgolf_from(kw), tok,
+                                 calib=CalibConfig(data=calib_data, tokens=calib_tokens), plan=plan, fill=fill,
+                                 planner=planner)
     rep = {"artifact": str(out), "file_bytes": res.file_bytes, "code_bytes": res.code.compressed_bytes,
            "total_bytes": res.total_bytes, "budget_bytes": res.budget_bytes,
            "headroom_bytes": res.budget_bytes - res.total_bytes, "plan": res.plan, "scales": res.scales,

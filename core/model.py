@@ -93,23 +93,20 @@ class RecurrentLM(nn.Module):
         """Pass K+1 for every position: logits [B,T,V]."""
         return self.head(self._pass(h_k, self.cfg.n_passes))
 
-    def extra_state_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
-                             n_slots: int | None = None) -> torch.Tensor:
+    def extra_state_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """State after pass K+1 for selected positions only: [N,D] for (rows[n], pos[n]), rows non-decreasing.
 
         Keys and values come from the pass-K states of all positions (they exist already); queries,
-        attention output and MLP run for the N selected positions alone. `n_slots`: see
-        Block.forward_selected (a fixed value makes the shapes independent of the selection count).
+        attention output and MLP run for the N selected positions alone.
         """
         i = self.cfg.n_passes
         block = self.blocks[self.cfg.block_for_pass(i)]
-        return block.forward_selected(h_k + self.pass_emb[i], rows, pos, self.rope_cos, self.rope_sin, n_slots)
+        return block.forward_selected(h_k + self.pass_emb[i], rows, pos, self.rope_cos, self.rope_sin)
 
-    def extra_pass_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
-                            n_slots: int | None = None) -> torch.Tensor:
+    def extra_pass_selected(self, h_k: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Pass K+1 for selected positions only: logits [N,V] for (rows[n], pos[n]); final norm and head
         run for the N selected positions alone."""
-        return self.head(self.extra_state_selected(h_k, rows, pos, n_slots))
+        return self.head(self.extra_state_selected(h_k, rows, pos))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

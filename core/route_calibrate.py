@@ -23,7 +23,15 @@ import torch.nn.functional as F
 
 from core.routing import LEGAL_SIGNALS, SCALAR_SIGNALS, RoutingRule, Signal, token_bucket
 from core.scoring import windows
-from core.signals import DEFAULT_SIGN, N_POS_BUCKETS, N_TOKEN_CLASSES, features, pass_k, signal_score
+from core.signals import (
+    DEFAULT_SIGN,
+    N_POS_BUCKETS,
+    N_TOKEN_CLASSES,
+    features,
+    pass_k,
+    probe_hidden_inputs,
+    signal_score,
+)
 from packer.errors import ConfigError, DataError
 
 CAP_MARGIN = 0.05            # default cap = target fraction + this (the threshold sits a little under it)
@@ -165,9 +173,11 @@ def fit_parts(a: list[CalibBatch], fraction: float, ridge: float, seed: int = 0,
         best = max((1, -1), key=lambda sg: (float(gain[torch.topk(sg * raw, k).indices].sum()),
                                             sg == DEFAULT_SIGN[s]))
         parts.signs[s] = best
-    for s, key in ((Signal.PROBE, "probe_x"), (Signal.PROBE_HIDDEN, "probe_hidden_x")):
-        if s in signals:
-            parts.probes[s] = fit_ridge(_cat(a, key), gain, ridge)
+    if Signal.PROBE in signals:
+        parts.probes[Signal.PROBE] = fit_ridge(_cat(a, "probe_x"), gain, ridge)
+    if Signal.PROBE_HIDDEN in signals:
+        x = torch.cat([probe_hidden_inputs(b.feats).flatten(0, 1) for b in a])
+        parts.probes[Signal.PROBE_HIDDEN] = fit_ridge(x, gain, ridge)
     if Signal.HEURISTIC in signals:
         cells = _cat(a, "cells")
         n_cells = N_POS_BUCKETS * N_TOKEN_CLASSES

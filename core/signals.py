@@ -29,6 +29,12 @@ DEFAULT_SIGN = {Signal.ENTROPY: 1, Signal.PROB_MARGIN: -1, Signal.LOGIT_MARGIN: 
 PROBE_FEATURES = ("entropy", "prob_margin", "logit_margin", "log_update_size", "cosine_saturation",
                   "log_residual_norm")
 PROBE_HIDDEN_SCALARS = ("log_update_size", "cosine_saturation", "log_residual_norm")   # + the unit state h_K/rms
+
+
+def probe_hidden_inputs(feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The hidden probe's feature vectors [.., 3 + D] (for fitting): its scalars and the unit state."""
+    unit = feats["state"] * feats["inv_rms"][..., None]
+    return torch.cat([feats["probe_hidden_scalars"], unit], dim=-1)
 N_POS_BUCKETS = 8            # heuristic: position bucket min(floor(log2(t + 1)), 7)
 N_TOKEN_CLASSES = 8          # heuristic: token class = id * 8 // vocab (sentencepiece ids rise with rarity)
 HEURISTIC_TIE = 1e-5         # heuristic ties are broken by the random hash, scaled by this
@@ -116,10 +122,14 @@ class _Memo:
     def _probe_x(self):
         return torch.stack([self.get(k) for k in PROBE_FEATURES], dim=-1)
 
-    def _probe_hidden_x(self):
-        h = self.pk.h_k
-        unit = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
-        return torch.cat([torch.stack([self.get(k) for k in PROBE_HIDDEN_SCALARS], dim=-1), unit], dim=-1)
+    def _probe_hidden_scalars(self):
+        return torch.stack([self.get(k) for k in PROBE_HIDDEN_SCALARS], dim=-1)
+
+    def _state(self):
+        return self.pk.h_k
+
+    def _inv_rms(self):
+        return torch.rsqrt(self.get("norm_k").square() / self.pk.h_k.shape[-1] + EPS)
 
     def _tokens(self):
         return self.pk.tokens
@@ -159,7 +169,7 @@ def required(signals) -> set[str]:
         elif s == Signal.PROBE:
             need.add("probe_x")
         elif s == Signal.PROBE_HIDDEN:
-            need.add("probe_hidden_x")
+            need.update(("probe_hidden_scalars", "state", "inv_rms"))
         elif s == Signal.RANDOM:
             need.add("tokens")
         elif s == Signal.HEURISTIC:
@@ -184,12 +194,19 @@ def signal_score(signal: str, feats: dict[str, torch.Tensor], sign: int = 1, pro
     if signal in SCALAR_SIGNALS:
         raw = feats[signal]
         return raw if sign == 1 else -raw
-    if signal in (Signal.PROBE, Signal.PROBE_HIDDEN):
-        x = feats["probe_x" if signal == Signal.PROBE else "probe_hidden_x"]
+    if signal == Signal.PROBE:
+        x = feats["probe_x"]
         w = torch.tensor(probe_weights, dtype=torch.float32)
         if w.numel() != x.shape[-1]:
             raise ValueError(f"{signal}: {w.numel()} probe weights for {x.shape[-1]} features")
         return x @ w + float(probe_bias)
+    if signal == Signal.PROBE_HIDDEN:                  # w . [scalars, h_K / rms(h_K)] without the unit vector
+        sc, h = feats["probe_hidden_scalars"], feats["state"]
+        w = torch.tensor(probe_weights, dtype=torch.float32)
+        if w.numel() != sc.shape[-1] + h.shape[-1]:
+            raise ValueError(f"{signal}: {w.numel()} probe weights for {sc.shape[-1] + h.shape[-1]} features")
+        n = sc.shape[-1]
+        return sc @ w[:n] + (h @ w[n:]) * feats["inv_rms"] + float(probe_bias)
     if signal == Signal.RANDOM:
         return random_uniform(feats["tokens"], random_seed)
     if signal == Signal.HEURISTIC:

@@ -87,6 +87,8 @@ class BlobReader:
             v |= (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
+                if byte == 0 and self.pos - start > 1:
+                    raise self._fail(field, "varint is not in its shortest form")
                 break
         if v > max_value:
             self.pos = start
@@ -252,3 +254,27 @@ def decode_side(coder, s: SideArray, length: int, what: str) -> np.ndarray:
     if s.kind == SIDE_CONST:
         return np.full(length, s.lo, np.int64)
     return s.values(guarded_decode(coder, what, s.model(), length))
+
+
+# --- blob frame shared by the models -----------------------------------------------------------------------
+MODEL_CONST, MODEL_TABLES, MODEL_PARAM = 0, 1, 2
+MODEL_NAMES = {MODEL_CONST: "const", MODEL_TABLES: "tables", MODEL_PARAM: "param"}
+
+
+def header(model: int, lo: int, hi: int) -> BlobWriter:
+    w = BlobWriter()
+    w.u8(model)
+    w.u8(lo + 128)
+    w.u8(hi + 128)
+    return w
+
+
+def finish(w: BlobWriter, coder) -> bytes:
+    """Header bytes followed by the coder's words, little-endian."""
+    return bytes(w.buf) + np.asarray(coder.get_compressed(), dtype="<u4").tobytes()
+
+
+def check_range(arr: np.ndarray, lo: int, hi: int, field: str, what: str) -> None:
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        raise CodecError(f"{what}: decoded {field} spans [{arr.min()}, {arr.max()}], outside [{lo}, {hi}]; "
+                         f"the section is corrupt")

@@ -24,6 +24,7 @@ _OCTAVE = np.array([1.0, 1.0905077326652577, 1.189207115002721, 1.29683955465100
 D_MAX = 4 * 255            # |4*x - mean4| for any two int8 values
 ND = 2 * D_MAX + 1
 MIN_PROB_BITS = 24.0       # constriction's default models give every symbol at least 2^-24
+COST_QUANTUM = 4096.0      # cost-table resolution: 1/4096 bit
 SHAPES = ("gauss", "laplace")
 
 
@@ -79,6 +80,8 @@ def cost_table(shape: str) -> np.ndarray:
     interior = np.where(u >= 0, right, np.where(v <= 0, left, mid))
     tabs = [interior, ll_v, lu_u]                      # P(x), P(Z <= v) at the bottom, P(Z >= u) at the top
     bits = np.stack([np.minimum(-t / math.log(2.0), MIN_PROB_BITS) for t in tabs])
+    # multiples of 2^-12 bit: float64 sums of them are exact, so fits do not depend on summation order
+    bits = np.round(bits * COST_QUANTUM) / COST_QUANTUM
     return np.ascontiguousarray(bits, dtype=np.float32).reshape(-1)
 
 
@@ -164,7 +167,7 @@ def fit_row_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray, a=None) -> np.nd
     if a is None:
         a = _init_k(np.sqrt(((cm.X - m4[None, :] / 4.0) ** 2).mean(1)), cm.shape) - int(np.median(b))
     bc = cm.with_cols(b, m4)
-    return _descend(lambda v: cm.tab[bc + (v * ND).astype(np.int32)[:, None]].sum(1), a, *_k_bounds(b))
+    return _descend(lambda v: cm.tab[bc + (v * ND).astype(np.int32)[:, None]].sum(1, dtype=np.float64), a, *_k_bounds(b))
 
 
 def fit_tensor_sigma(cm: CostModel, b: np.ndarray, m4: np.ndarray) -> np.ndarray:
@@ -185,11 +188,12 @@ def fit_spread(cm: CostModel, row_sigma: bool = True, col_sigma: bool = True, co
         a = fit_row_sigma(cm, b, m4, a) if row_sigma else fit_tensor_sigma(cm, b, m4)
         if col_sigma:
             br = cm.with_rows(a, m4)
-            b = _descend(lambda v, br=br: cm.tab[br + (v * ND).astype(np.int32)[None, :]].sum(0), b,
+            b = _descend(lambda v, br=br: cm.tab[br + (v * ND).astype(np.int32)[None, :]].sum(0, dtype=np.float64), b,
                          K_MIN - int(a.min()), K_MAX - int(a.max()))
         if col_mean:
             bk = cm.with_sigma(a, b)
-            m4 = _descend(lambda v, bk=bk: cm.tab[bk - v.astype(np.int32)[None, :]].sum(0), m4, 4 * cm.lo, 4 * cm.hi)
+            m4 = _descend(lambda v, bk=bk: cm.tab[bk - v.astype(np.int32)[None, :]].sum(0, dtype=np.float64), m4,
+                          4 * cm.lo, 4 * cm.hi)
     return a, b, m4
 
 
@@ -246,7 +250,7 @@ def row_histograms(X: np.ndarray, lo: int, hi: int) -> np.ndarray:
     R = X.shape[0]
     A = hi - lo + 1
     idx = (np.arange(R)[:, None] * A + (X.astype(np.int64) - lo)).reshape(-1)
-    return np.bincount(idx, minlength=R * A).reshape(R, A)
+    return np.bincount(idx, minlength=R * A).reshape(R, A).astype(np.int32)
 
 
 def fit_groups(H: np.ndarray, k: int, iters: int = 12) -> np.ndarray:
@@ -312,24 +316,32 @@ def table_probabilities(bin_counts: np.ndarray, bins: np.ndarray, sizes: np.ndar
     return np.asarray(bin_counts, np.float64)[bins] / sizes[bins].astype(np.float64)
 
 
+def _layout_bits(binned: np.ndarray, sizes: np.ndarray, prec: int) -> float:
+    q = quantize_counts(binned, prec)
+    logp = np.log2(np.maximum(q, 1) / np.maximum(q.sum(1, keepdims=True), 1))
+    bits = float(np.where(binned > 0, binned * (np.log2(sizes)[None, :] - logp), 0.0).sum())
+    return bits + 8 * float(_varint_len(q).sum())
+
+
 def choose_table_layout(tables: np.ndarray, lo: int, hi: int) -> tuple[int, int, int]:
-    """(fold, width, precision) minimising stored bin counts + coded data bits over all tables."""
-    best, best_bits = (0, 1, 0), math.inf
+    """(fold, width, precision) minimising stored bin counts + coded data bits over all tables: bin layouts
+    ranked at a middle precision, then every precision tried on the three best."""
     n_max = int(tables.sum(1).max()) if tables.size else 0
     precs = [0] + [p for p in range(4, 21) if (1 << p) < n_max]
+    mid = precs[len(precs) // 2]
+    ranked = []
     for fold in (0, 1):
         for width in BIN_WIDTHS:
             if width > hi - lo + 1 and width != BIN_WIDTHS[0]:
                 break
             bins, sizes = bin_layout(lo, hi, bool(fold), width)
             binned = np.stack([np.bincount(bins, weights=t, minlength=sizes.size) for t in tables]).astype(np.int64)
-            present = binned > 0
-            logsize = np.log2(sizes)[None, :]
-            for prec in precs:
-                q = quantize_counts(binned, prec)
-                logp = np.log2(np.maximum(q, 1) / np.maximum(q.sum(1, keepdims=True), 1))
-                bits = float(np.where(present, binned * (logsize - logp), 0.0).sum())
-                bits += 8 * float(_varint_len(q).sum())
-                if bits < best_bits - 1e-9:
-                    best, best_bits = (fold, width, prec), bits
+            ranked.append((_layout_bits(binned, sizes, mid), fold, width, binned, sizes))
+    ranked.sort(key=lambda t: (t[0], t[1], t[2]))
+    best, best_bits = (0, 1, 0), math.inf
+    for _, fold, width, binned, sizes in ranked[:3]:
+        for prec in precs:
+            bits = _layout_bits(binned, sizes, prec)
+            if bits < best_bits - 1e-9:
+                best, best_bits = (fold, width, prec), bits
     return best

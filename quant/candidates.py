@@ -67,17 +67,27 @@ def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bo
 
 
 def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | None,
-                opts: PackOptions) -> formats.Encoded:
-    """Encode w in fmt with one scale method."""
+                opts: PackOptions, memo: dict | None = None) -> formats.Encoded:
+    """Encode w in fmt with one scale method (`memo` shares the weighted clip search between clip_search
+    and GPTQ's scales)."""
+    memo = {} if memo is None else memo
     diag = np.diag(hessian.matrix) if hessian is not None else None
-    if method != "gptq":
-        return formats.encode(w, fmt, method=method, sdclip_k=opts.sdclip_k,
-                              weights=diag if method == "clip_search" else None)
     s = formats.spec(fmt)
+    rows = formats.as_rows(w)
+
+    def searched():
+        if "clip" not in memo:
+            memo["clip"] = P.clip_search(P.check_rows(rows), s.bits, s.group, weights=diag)
+        return memo["clip"]
+
+    if method == "clip_search" and s.kind == "int" and not s.ternary:
+        return formats.encode(w, fmt, searched(), method="clip_search")
+    if method != "gptq":
+        return formats.encode(w, fmt, method=method, sdclip_k=opts.sdclip_k)
     if s.kind != "int" or hessian is None:
         raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
-    rows = P.check_rows(formats.as_rows(w))
-    clip = P.absmean_clip(rows, s.group) if s.ternary else P.clip_search(rows, s.bits, s.group, weights=diag)
+    rows = P.check_rows(rows)
+    clip = P.absmean_clip(rows, s.group) if s.ternary else searched()
     scales = P.scales_for_clip(clip, s.bits)
     cfg = gptq_config(opts)
     if cfg not in hessian.cache:
@@ -99,9 +109,9 @@ def best_candidate(name: str, w: np.ndarray, fmt: str, hessian: Hessian | None, 
     """The least-error encoding of w in fmt among the methods that apply (ties: the earlier method)."""
     w = np.asarray(w, dtype=np.float32)
     h = usable_hessian(w, hessian)
-    best = None
+    best, memo = None, {}
     for m in methods(fmt, h, opts, allow_gptq):
-        enc = encode_with(w, fmt, m, h, opts)
+        enc = encode_with(w, fmt, m, h, opts, memo)
         err = error_of(w, enc, h)
         if best is None or err < best[1]:
             best = (enc, err)

@@ -193,6 +193,13 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
                       {n: e.scale for n, e in encoded.items() if e.scale is not None}, dict(aliases), encoded)
 
 
+def checkpoint_body(ckpt) -> dict:
+    """Manifest members (model, uniform routing, tokenizer) for a recurrent golfpack checkpoint."""
+    return {"model": {"family": "recurrent", "config": ckpt.config.to_dict()},
+            "routing": {"policy": "uniform", "passes": ckpt.config.n_passes},
+            "tokenizer": {"sha256": ckpt.meta.get("tokenizer_sha256"), "vocab_size": ckpt.config.vocab_size}}
+
+
 def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, calib=None, plan=None,
                          fill: bool = False, planner=None, progress: bool = True) -> PackResult:
     """Load a golfpack checkpoint, pack it, write the artifact atomically (never over an input).
@@ -218,9 +225,7 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     refuse_same_path(Path(out_path), inputs)          # before any work: the output must not be an input
     ckpt = load_checkpoint(Path(ckpt_path))
     tensors = {k: v.detach().float().numpy() for k, v in ckpt.tensors.items()}
-    body = {"model": {"family": "recurrent", "config": ckpt.config.to_dict()},
-            "routing": {"policy": "uniform", "passes": ckpt.config.n_passes},
-            "tokenizer": {"sha256": ckpt.meta.get("tokenizer_sha256"), "vocab_size": ckpt.config.vocab_size}}
+    body = checkpoint_body(ckpt)
     calib = calib or CalibConfig()
     data = calib.data if calib.data is not None else default_calib_data(Path(ckpt_path))
     windows = None

@@ -2,9 +2,10 @@
 
 Builds the manifest body (model {"family": "pgolf", "config": PGolfConfig.to_dict()} with the chosen
 mlp_power / rope_base / softcap, routing {"policy": "uniform"}, the tokenizer's sha256, the source's format
-and sha256) and hands the tensors to quant.pack.pack_tensors, so the planner and coder are the same as for
-the recurrent family. The tied head is `tok_emb.weight`, stored once (a tied PGolfGPT has no lm_head).
-Must not choose formats itself (quant/pack.py does) nor read artifacts.
+and sha256) and hands model and tensors to quant.pipeline.pack_model, so the default plan, explicit plans,
+calibration (GPTQ, on TRAINING shards only) and the budget planner are the same as for the recurrent
+family. The tied head is `tok_emb.weight`, stored once (a tied PGolfGPT has no lm_head).
+Must not choose formats itself (quant/pack.py, quant/planner.py do) nor read artifacts.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.checkpoint import checkpoint_paths
+from core.families import PGOLF_DEFAULT_SEQ_LEN
 from core.sources import NO_PGOLF_OPTIONS, ModelSource, PGolfOptions, load_source
 from core.tokenizer import Tokenizer
 from packer.atomic import refuse_same_path
 from packer.errors import UsageError
 from packer.writer import write_artifact
-from quant.pack import PackOptions, PackResult, pack_tensors
+from quant.calibrate import CalibConfig, calibration_windows, default_calib_data
+from quant.pack import PackOptions, PackResult
+from quant.pipeline import log, pack_model
 
 
 def pgolf_body(src: ModelSource, tokenizer_sha256: str) -> dict:
@@ -47,22 +51,41 @@ def resolve_tokenizer(src: ModelSource, tokenizer: Tokenizer | None, where: str)
     return tokenizer.sha256
 
 
-def pack_source(src: ModelSource, opts: PackOptions, tokenizer_sha256: str) -> PackResult:
+def pack_source(src: ModelSource, opts: PackOptions, tokenizer_sha256: str, *, calib_data: Path | None = None,
+                calib: CalibConfig | None = None, plan=None, fill: bool = False, planner=None,
+                progress: bool = True) -> PackResult:
+    """Pack a pgolf source; `calib_data` (training shards) enables GPTQ and the planner (quant/pipeline.py)."""
     if src.family != "pgolf":
         raise UsageError(f"{src.provenance.get('file')}: family {src.family!r} is packed by "
                          f"quant.pack.pack_checkpoint_file, not here")
+    calib = calib or CalibConfig()
+    windows = None
+    if calib_data is not None:
+        windows = calibration_windows(Path(calib_data), calib.tokens, PGOLF_DEFAULT_SEQ_LEN, src.config.vocab_size)
+        log(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} training tokens from {calib_data}",
+            progress)
     tensors = {k: v.detach().float().numpy() for k, v in src.tensors.items()}
-    return pack_tensors(tensors, pgolf_body(src, tokenizer_sha256), opts)
+    return pack_model(src.model(), tensors, pgolf_body(src, tokenizer_sha256), opts, windows=windows, plan=plan,
+                      fill=fill, planner=planner, progress=progress, batch_size=calib.batch_size)
 
 
 def pack_pgolf_file(path: Path, out_path: Path, opts: PackOptions, pgolf: PGolfOptions = NO_PGOLF_OPTIONS,
-                    tokenizer: Tokenizer | None = None) -> tuple[PackResult, ModelSource]:
-    """Pack a foreign or ingested Parameter Golf checkpoint into one artifact, written atomically."""
+                    tokenizer: Tokenizer | None = None, *, calib: CalibConfig | None = None, plan=None,
+                    fill: bool = False, planner=None, progress: bool = True) -> tuple[PackResult, ModelSource]:
+    """Pack a foreign or ingested Parameter Golf checkpoint into one artifact, written atomically.
+
+    Calibration shards: `calib.data`, else the checkpoint's folder when it holds `*_train_*.bin` shards."""
     path, out_path = Path(path), Path(out_path)
     inputs = [path, *checkpoint_paths(path)]
     refuse_same_path(out_path, inputs)
     src = load_source(path, pgolf)
     sha = resolve_tokenizer(src, tokenizer, str(path))
-    result = pack_source(src, opts, sha)
+    calib = calib or CalibConfig()
+    data = calib.data if calib.data is not None else default_calib_data(path)
+    if data is None:
+        log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
+            "scales by data-free clip choice, no GPTQ, no planner", progress)
+    result = pack_source(src, opts, sha, calib_data=data, calib=calib, plan=plan, fill=fill, planner=planner,
+                         progress=progress)
     write_artifact(out_path, result.data, inputs=inputs)
     return result, src

@@ -68,6 +68,7 @@ class Packer:
         self.evaluator = None
         self.head_names: set[str] = set()
         self.report: dict = {"calibration": None}
+        self._measured: dict = {}
         if windows is not None and model is not None:
             t0 = time.perf_counter()
             self.hessians = calibrate(model, windows, self.aliases, batch_size, progress)
@@ -87,10 +88,13 @@ class Packer:
         return self.evaluator.loss_with(repl) - self.evaluator.base if repl else 0.0
 
     # --- packing -------------------------------------------------------------------------------------------
-    def pack(self, cands: dict[str, Candidate], report: dict, with_route: bool = True) -> PackResult:
+    def pack(self, cands: dict[str, Candidate], report: dict, with_route: bool = True,
+             opts: PackOptions | None = None) -> PackResult:
         """Pack these encodings (never raising over budget: callers compare total_bytes themselves)."""
+        opts = opts or self.opts
+
         def once(body: dict) -> PackResult:
-            return pack_tensors(self.tensors, body, self.opts, {n: c.format for n, c in cands.items()},
+            return pack_tensors(self.tensors, body, opts, {n: c.format for n, c in cands.items()},
                                 self.code, encoded={n: c.enc for n, c in cands.items()}, aliases=self.aliases,
                                 check_budget=False)
         res = once(self.body)
@@ -135,19 +139,32 @@ class Packer:
             bar.update(i + 1, tensor=n[-24:])
         return out
 
-    def plan_to_budget(self, cfg: PlannerConfig) -> PackResult:
+    def measured_options(self, cfg: PlannerConfig) -> tuple[dict[str, list[Option]], dict]:
+        """Options with their sensitivities, computed once per planner config (budgets can share them)."""
+        if cfg not in self._measured:
+            t0 = time.perf_counter()
+            options = self.options(cfg)
+            evals0 = self.evaluator.evals
+            mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals,
+                                 self.progress)
+            self._measured[cfg] = options, {"mode": "planner", "sensitivity": mode,
+                                            "evals": self.evaluator.evals - evals0,
+                                            "options": sum(len(o) for o in options.values()),
+                                            "options_seconds": round(time.perf_counter() - t0, 3)}
+        return self._measured[cfg]
+
+    def plan_to_budget(self, cfg: PlannerConfig, budget_bytes: int | None = None) -> PackResult:
+        """The planner's artifact for budget_bytes (default opts.budget_bytes), confirmed by packing."""
         if self.evaluator is None:
             raise UsageError("the budget planner needs calibration tokens to measure sensitivities: pass "
                              "--calib-data DIR (a folder with *_train_*.bin shards of the model's tokenizer)")
-        budget = self.opts.budget_bytes
+        opts = self.opts if budget_bytes is None else replace(self.opts, budget_bytes=budget_bytes)
+        budget = opts.budget_bytes
         t0 = time.perf_counter()
-        options = self.options(cfg)
-        evals0 = self.evaluator.evals
-        mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals, self.progress)
-        facts = {"mode": "planner", "sensitivity": mode, "evals": self.evaluator.evals - evals0,
-                 "options": sum(len(o) for o in options.values())}
+        options, facts = self.measured_options(cfg)
+        mode = facts["sensitivity"]
         cheapest = {n: min(o, key=lambda o: (o.cand.bytes, o.cand.error)) for n, o in options.items()}
-        trial = self.pack({n: o.cand for n, o in cheapest.items()}, {}, with_route=False)
+        trial = self.pack({n: o.cand for n, o in cheapest.items()}, {}, with_route=False, opts=opts)
         overhead = trial.total_bytes - sum(o.cand.bytes for o in cheapest.values())
         if trial.total_bytes > budget:
             raise BudgetError(f"even the smallest plan ({trial.total_bytes} B with code, {overhead} B of it "
@@ -163,7 +180,7 @@ class Packer:
             doc = plan_document([(n, o.cand, o.dloss) for n, o in choice.items()], self.aliases, budget,
                                 {"sensitivity": mode})
             res = self.pack({n: o.cand for n, o in choice.items()},
-                            {**facts, "plan": doc, "predicted_dloss_nats": predicted})
+                            {**facts, "plan": doc, "predicted_dloss_nats": predicted}, opts=opts)
             if res.total_bytes <= budget:
                 if best is None or predicted < best[0] or (predicted == best[0] and res.total_bytes > best[1].total_bytes):
                     best = (predicted, res)
@@ -185,6 +202,14 @@ def _method_applies(fmt: str, opts: PackOptions, has_hessian: bool) -> bool:
         return True
     avail = set(formats.methods_for(fmt)) | ({"gptq"} if has_hessian and formats.spec(fmt).kind == "int" else set())
     return not avail or opts.scale_method in avail
+
+
+def packer_for(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
+               windows: np.ndarray | None = None, route: Route | None = None, code: CodeCount | None = None,
+               progress: bool = True, batch_size: int = 16) -> Packer:
+    """A packing session whose calibration and planner options are reused across plans and budgets
+    (packer.plan_to_budget(PlannerConfig(), budget), packer.fixed(plan, "plan"))."""
+    return Packer(model, tensors, body, opts, windows, route, code, progress, batch_size)
 
 
 def pack_model(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,

@@ -106,7 +106,7 @@ class PolicyRunner:
         rule = self.policy.rule
         pk, selected, refused = decide(self.model, rule, x)
         self._count(x, selected, refused)
-        return _sparse_nll(self.model, pk, selected, y, rule.slots_per_window(x.shape[1]))
+        return _sparse_nll(self.model, pk, selected, y)
 
 
 def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,19 +114,20 @@ def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                            reduction="none").view(y.shape)
 
 
-def _sparse_nll(model, pk, selected: torch.Tensor, y: torch.Tensor, n_slots: int | None) -> torch.Tensor:
+def _sparse_nll(model, pk, selected: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     rows, pos = selected.nonzero(as_tuple=True)
     if pk.logits is None:
         h = pk.h_k
         if len(rows):
-            h[rows, pos] = model.extra_state_selected(h, rows, pos, n_slots)
+            B, T, D = h.shape
+            h.view(B * T, D).index_copy_(0, rows * T + pos, model.extra_state_selected(h, rows, pos))
         return _ce(model.head(h), y)
     if pk.has_logp:                                      # the signal's log-softmax is the loss's too
         nll = F.nll_loss(pk.logp.reshape(-1, pk.logp.shape[-1]), y.reshape(-1), reduction="none").view(y.shape)
     else:
         nll = _ce(pk.logits, y)
     if len(rows):
-        nll[rows, pos] = _ce(model.extra_pass_selected(pk.h_k, rows, pos, n_slots), y[rows, pos])
+        nll[rows, pos] = _ce(model.extra_pass_selected(pk.h_k, rows, pos), y[rows, pos])
     return nll
 
 
@@ -144,29 +145,27 @@ def adaptive_logits(model, x: torch.Tensor, rule: RoutingRule | None,
     """(logits [B,T,V], selected [B,T], refused by the cap) under `rule`, or for a fixed `selected` mask
     (the oracle rows of an experiment: then no signal runs). Selected positions carry the K+1 output."""
     refused = 0
-    T = x.shape[1]
     if selected is None:
         pk, selected, refused = decide(model, rule, x)
-        n_slots = rule.slots_per_window(T)
     else:
         pk = pass_k(model, x, [])
-        n_slots = None
     rows, pos = selected.nonzero(as_tuple=True)
     if pk.logits is not None:                            # the head ran on every position for the signal
         logits = pk.logits
         if len(rows):
-            logits[rows, pos] = model.extra_pass_selected(pk.h_k, rows, pos, n_slots)
+            logits[rows, pos] = model.extra_pass_selected(pk.h_k, rows, pos)
         return logits, selected, refused
     h = pk.h_k
-    if len(rows):
-        h[rows, pos] = model.extra_state_selected(h, rows, pos, n_slots)   # its K/V are already computed
+    if len(rows):                                        # h_k is ours: the K/V it fed are already computed
+        B, T, D = h.shape
+        h.view(B * T, D).index_copy_(0, rows * T + pos, model.extra_state_selected(h, rows, pos))
     return model.head(h), selected, refused
 
 
 @torch.no_grad()
 def fixed_nll(model, x: torch.Tensor, y: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     """Per-position losses for a given selection (no signal runs): the oracle rows' timed path."""
-    return _sparse_nll(model, pass_k(model, x, []), selected, y, None)
+    return _sparse_nll(model, pass_k(model, x, []), selected, y)
 
 
 # --- analytic cost -------------------------------------------------------------------------------------------

@@ -39,8 +39,15 @@ from core.signals import oracle_score
 from core.tokenizer import Tokenizer
 from packer.errors import ConfigError, UsageError
 from packer.reader import read_artifact
-from verify.adaptive import (UNIFORM_K, UNIFORM_K1, Policy, PolicyRunner, fixed_mask_flops, fixed_nll,
-                             flops_per_token)
+from verify.adaptive import (
+    UNIFORM_K,
+    UNIFORM_K1,
+    Policy,
+    PolicyRunner,
+    fixed_mask_flops,
+    fixed_nll,
+    flops_per_token,
+)
 from verify.bootstrap import PairedBootstrap, document_ids
 from verify.job import load_eval_tokens
 from verify.load import build_model

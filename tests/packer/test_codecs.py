@@ -40,14 +40,16 @@ def _edge_cases():
 
 
 EDGE = _edge_cases()
+# generic byte codecs do not look at `bits`: a few widths suffice for them; ans gets every case
+CASES = [(codec, *case) for codec in codecs.names() for case in EDGE
+         if codec == "ans" or case[2] in (8, 2) or case[1].size == 0]
 
 
 def test_registry_has_every_codec_of_the_issue():
     assert {"raw", "zstd", "lzma", "brotli", "brotli-shuffle", "ans"} <= set(codecs.names())
 
 
-@pytest.mark.parametrize("codec", codecs.names())
-@pytest.mark.parametrize("name,codes,bits", EDGE, ids=[c[0] for c in EDGE])
+@pytest.mark.parametrize("codec,name,codes,bits", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_round_trip_exact_and_deterministic(codec, name, codes, bits):
     p = _params(codes, bits)
     raw = codes.tobytes()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packer import ans_codec, codecs, entropy_fit
+from packer import ans_codec, ans_param, codecs, entropy_fit
 from packer import entropy_models as em
 from packer.errors import CodecError
 
@@ -109,8 +109,8 @@ def test_constriction_tail_mass_goes_to_the_boundary_symbols():
     cm = entropy_fit.CostModel(x, -31, 31, "gauss")
     k = 35                                                  # sigma = 2^(35/8) ~ 20.7
     predicted = cm.total_bits(np.array([k]), np.zeros(x.shape[1], np.int64), np.zeros(x.shape[1], np.int64))
-    pf = em.ParamFit("gauss", np.array([k]))
-    real_bytes = len(em._encode_param(x, -31, 31, pf)) - 7
+    pf = ans_param.ParamFit("gauss", np.array([k]))
+    real_bytes = len(ans_param.encode(x, -31, 31, pf)) - 7
     assert abs(real_bytes * 8 - predicted) < 0.002 * predicted
 
 
@@ -184,9 +184,18 @@ def test_crafted_headers_are_rejected_by_field():
     p = _params(codes, 4)
     for blob, field in [(b"\x09", "model"), (bytes([1, 128 - 9, 128 + 9]), "range"),
                         (bytes([1, 125, 131, 0]), "tables.count"), (bytes([1, 125, 131, 200]), "tables.count"),
-                        (bytes([2, 125, 131, 7]), "param.shape"), (bytes([2, 125, 131, 0, 0x40]), "param.flags")]:
+                        (bytes([2, 125, 131, 7]), "param.shape"), (bytes([2, 125, 131, 0, 0x40]), "param.flags"),
+                        (bytes([1, 125, 131, 1, 0, 1, 0, 0x81, 0x00]), "shortest form")]:
         with pytest.raises(CodecError, match=field):
             codecs.decode("ans", blob, 16, p)
+
+
+def test_describe_section_names_generic_codecs_without_a_model():
+    codes = np.ones((3, 3), np.int8)
+    stored = codecs.encode("zstd", codes.tobytes(), _params(codes, 8))
+    assert em.describe_section("zstd", stored, _params(codes, 8)) == {
+        "model": "zstd", "model_bytes": None, "header_bytes": None, "side_bits": None}
+    assert em.describe_section("ans", _encode(codes, 8), _params(codes, 8))["model"] == "const"
 
 
 def test_describe_needs_a_shape_or_raw_length():

@@ -1,0 +1,59 @@
+"""Calibration reads TRAINING tokens only: validation shards are never opened, and do not change the result."""
+
+import numpy as np
+import pytest
+
+import core.shards
+from core.shards import write_shard
+from packer.errors import UsageError
+from packer.reader import read_artifact
+from quant.calibrate import calibration_windows, collect_hessians
+from quant.pack import PackOptions, pack_checkpoint_file
+from quant.pipeline import pack_model
+
+
+def test_windows_never_open_validation_shards(tiny, tiny_dir, monkeypatch):
+    TINY = tiny.cfg
+    opened = []
+    real = core.shards.read_shard
+    monkeypatch.setattr(core.shards, "read_shard", lambda p: opened.append(str(p)) or real(p))
+    win = calibration_windows(tiny_dir, 2048, TINY.seq_len, TINY.vocab_size)
+    assert opened and all("_train_" in p and "_val_" not in p for p in opened)
+    assert win.shape == (64, TINY.seq_len + 1) and win.max() < TINY.vocab_size
+    with pytest.raises(UsageError, match="training shard"):
+        calibration_windows(tiny_dir / "tiny_val_000000.bin", 2048, TINY.seq_len, TINY.vocab_size)
+
+
+def test_gptq_result_independent_of_validation_data(tiny, tiny_dir, tmp_path):
+    TINY = tiny.cfg
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "tiny_train_000000.bin").write_bytes((tiny_dir / "tiny_train_000000.bin").read_bytes())
+    write_shard(clean / "tiny_val_000000.bin", np.arange(500, dtype=np.uint16) % TINY.vocab_size)
+    model = tiny.model()
+    results = []
+    for folder in (tiny_dir, clean):           # garbage validation file vs a real, different one
+        win = calibration_windows(folder, 2048, TINY.seq_len, TINY.vocab_size)
+        res = pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(), windows=win, progress=False)
+        results.append(res)
+    assert results[0].data == results[1].data
+    assert "gptq" in set(results[0].scales.values())
+
+
+def test_shared_block_hessian_sums_over_all_passes(tiny, tiny_dir):
+    TINY = tiny.cfg
+    model = tiny.model()
+    win = calibration_windows(tiny_dir, 1024, TINY.seq_len, TINY.vocab_size)
+    hess = collect_hessians(model, win, progress=False)
+    n_inputs = win.shape[0] * TINY.seq_len
+    assert hess["blocks.0.attn.c_q.weight"].rows == TINY.n_passes * n_inputs     # K passes, one block
+    assert hess["tok_emb.weight"].rows == n_inputs                                 # the tied head, once
+    h = hess["blocks.0.mlp.proj.weight"].matrix
+    assert h.shape == (TINY.mlp_hidden, TINY.mlp_hidden) and np.allclose(h, h.T)
+
+
+def test_pack_checkpoint_calibrates_from_its_folder(tiny_dir, tmp_path):
+    res = pack_checkpoint_file(tiny_dir / "tiny", tmp_path / "t.gpk", PackOptions(), progress=False)
+    assert res.report["calibration"]["tokens"] > 0
+    man = read_artifact(tmp_path / "t.gpk").manifest
+    assert {t["scale"] for t in man["tensors"] if t.get("format") == "int6_row"} == {"gptq"}

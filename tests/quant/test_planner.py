@@ -1,0 +1,110 @@
+"""The planner: exact solver, never over the budget, within 0.5% of it when forced, plans that round-trip."""
+
+import itertools
+import json
+import numpy as np
+import pytest
+
+from packer.errors import BudgetError
+from packer.reader import read_artifact
+from quant import formats
+from quant.calibrate import calibration_windows
+from quant.candidates import Candidate
+from quant.pack import PackOptions
+from quant.pipeline import pack_model, packer_for
+from quant.planner import Option, PlannerConfig, isotonic, pareto, read_plan, solve
+
+MENU = ("int8_row", "int6_row", "int5_row", "int4_row", "int4_g64", "int3_row", "int3_g64", "fp16")
+
+
+def fake(name, nbytes, err, dloss):
+    enc = formats.Encoded("fp16", {})
+    return Option(Candidate(name, "fp16", None, enc, nbytes, err, True), dloss)
+
+
+def test_solve_is_exact_and_within_budget():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        opts = {f"t{i}": [fake(f"t{i}", int(b), -float(b), float(d)) for b, d in
+                          zip(rng.integers(10, 400, 4), rng.random(4))] for i in range(4)}
+        budget = int(rng.integers(200, 1200))
+        best = None
+        for combo in itertools.product(*(opts[n] for n in sorted(opts))):
+            if sum(o.cand.bytes for o in combo) <= budget:
+                loss = sum(o.dloss for o in combo)
+                best = loss if best is None else min(best, loss)
+        if best is None:
+            with pytest.raises(BudgetError):
+                solve(opts, budget)
+            continue
+        got = solve(opts, budget)
+        assert sum(o.cand.bytes for o in got.values()) <= budget
+        assert sum(o.dloss for o in got.values()) == pytest.approx(best)
+
+
+def test_pareto_and_isotonic():
+    cands = [fake("t", b, e, 0).cand for b, e in ((100, 5.0), (120, 6.0), (150, 2.0), (90, 9.0), (150, 1.0))]
+    assert [(c.bytes, c.error) for c in pareto(cands)] == [(90, 9.0), (100, 5.0), (150, 1.0)]
+    assert isotonic([0.1, 0.3, 0.2, 0.5]) == pytest.approx([0.1, 0.25, 0.25, 0.5])
+
+
+@pytest.fixture(scope="module")
+def setup(tiny, tiny_dir):
+    import torch
+
+    threads = torch.get_num_threads()       # module scope runs before the per-test one-thread fixture
+    torch.set_num_threads(1)
+    model = tiny.model()
+    win = calibration_windows(tiny_dir, 2048, tiny.cfg.seq_len, tiny.cfg.vocab_size)
+    tensors = tiny.tensors(model)
+    session = packer_for(model, tensors, tiny.body(), PackOptions(budget_bytes=10**9), windows=win,
+                         progress=False)
+
+    def run(budget, fill=True, plan=None):
+        if plan is not None:
+            return pack_model(model, tensors, tiny.body(), PackOptions(budget_bytes=budget), windows=win,
+                              progress=False, plan=plan)
+        if fill:
+            return session.plan_to_budget(PlannerConfig(menu=MENU), budget)
+        return pack_model(model, tensors, tiny.body(), PackOptions(budget_bytes=budget), windows=win,
+                          progress=False, planner=PlannerConfig(menu=MENU))
+
+    full = run(10**9)                                  # everything it can store at its best
+    low = session.plan_to_budget(PlannerConfig(menu=("int3_row",)), 10**9)
+    torch.set_num_threads(threads)
+    return run, full, low
+
+
+def test_planner_never_exceeds_and_fills_a_forcing_budget(setup):
+    run, full, low = setup
+    assert full.report["mode"] == "planner"
+    for frac in (0.25, 0.5, 0.8):
+        budget = int(low.total_bytes + frac * (full.total_bytes - low.total_bytes))
+        res = run(budget)
+        assert res.total_bytes <= budget
+        assert res.total_bytes >= 0.995 * budget, (frac, res.total_bytes, budget)
+        assert len({f for n, f in res.plan.items() if "blocks" in n and n.endswith("weight")}) >= 1
+        read_artifact(res.data)
+    with pytest.raises(BudgetError):
+        run(low.total_bytes // 2)
+
+
+def test_default_plan_that_does_not_fit_goes_to_the_planner(setup):
+    run, full, low = setup
+    default = run(10**9, fill=False)
+    assert default.report["mode"] == "default"
+    budget = int(0.9 * default.total_bytes)
+    res = run(budget, fill=False)
+    assert res.report["mode"] == "planner" and res.total_bytes <= budget
+
+
+def test_plan_document_round_trips(setup, tmp_path):
+    run, full, low = setup
+    res = run(int(0.5 * (low.total_bytes + full.total_bytes)))
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(res.report["plan"]))
+    plan = read_plan(path)
+    assert {n: f for n, (f, _) in plan.items()} == {n: f for n, f in res.plan.items() if n not in res.aliases}
+    again = run(res.budget_bytes, plan=plan)
+    assert again.plan == res.plan and again.scales == res.scales
+    assert again.report["mode"] == "plan"
