@@ -417,7 +417,7 @@ def export_submission(artifact, out, budget_bytes, as_json):
 @click.option("--fractions", default="0.1,0.25,0.5", show_default=True, help="Comma-separated target fractions.")
 @click.option("--signals", default=None, help="Comma-separated signals (default: all, oracles included).")
 @click.option("--calib-tokens", type=int, default=65_536, show_default=True)
-@click.option("--time-tokens", type=int, default=16_384, show_default=True,
+@click.option("--time-tokens", type=int, default=8_192, show_default=True,
               help="Validation tokens of the timed sparse runs (0: no timing).")
 @click.option("--time-repeats", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="Fixed torch thread count.")

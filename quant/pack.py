@@ -1,7 +1,7 @@
 """The pack pipeline: checkpoint tensors -> per-tensor formats -> sections -> one artifact, under a budget.
 
-This module owns the default plan, the section layout of an encoded tensor (the smaller of the chosen codec
-and raw storage), aliases for exact duplicates (quant/tying.py), the manifest, and the budget check: it
+This module owns the default plan, the section layout of an encoded tensor (the smallest of the codecs
+opts.codec + opts.extra_codecs and raw storage), aliases for exact duplicates (quant/tying.py), the manifest, and the budget check: it
 refuses to return an artifact whose counted total (file + code) exceeds the budget. Encodings come from
 quant/candidates.py (best scale method per tensor); calibration, the budget planner and explicit plans are
 wired together in quant/pipeline.py, which pack_checkpoint_file calls.
@@ -38,6 +38,7 @@ class PackOptions:
     gptq_block: int = 128             # GPTQ columns per block
     gptq_act_order: bool = True       # GPTQ in order of decreasing diag H
     dedup: bool = True                # exact duplicate tensors stored once (manifest aliases)
+    extra_codecs: tuple[str, ...] = ("ans", "brotli-shuffle")   # also tried per section; the smallest wins
 
     def __post_init__(self) -> None:
         for name in ("embed_format", "matrix_format", "control_format"):
@@ -53,6 +54,10 @@ class PackOptions:
                               f"{sorted(C.SCALE_METHODS)}")
         if self.sdclip_k is not None and not self.sdclip_k > 0:
             raise ConfigError(f"PackOptions.sdclip_k={self.sdclip_k}: must be positive")
+        known = codecs.names()
+        bad = [c for c in (self.codec, *self.extra_codecs) if c not in known]
+        if bad:
+            raise ConfigError(f"PackOptions codec(s) {bad}: unknown; known: {known}")
         if not 0 <= self.gptq_damp < 10 or self.gptq_block < 1:
             raise ConfigError(f"PackOptions.gptq_damp={self.gptq_damp}, gptq_block={self.gptq_block}: need "
                               f"0 <= damp < 10 and block >= 1")
@@ -99,8 +104,8 @@ def default_plan(shapes: dict[str, tuple[int, ...]], opts: PackOptions) -> dict[
     return plan
 
 
-def _codec_params(opts: PackOptions) -> dict:
-    return {"level": opts.zstd_level} if opts.codec == "zstd" else {}
+def _codec_params(opts: PackOptions, codec: str | None = None) -> dict:
+    return {"level": opts.zstd_level} if (codec or opts.codec) == "zstd" else {}
 
 
 def tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) -> tuple[dict, list[SectionSpec]]:
@@ -130,17 +135,20 @@ def sized_tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) ->
 
 
 def best_section(name: str, raw: bytes, params: dict, opts: PackOptions) -> SectionSpec:
-    """The smaller of the chosen codec and raw storage (ties go to raw: it decodes fastest)."""
+    """The smallest of the codecs (opts.codec, opts.extra_codecs) and raw storage (raw wins ties)."""
     return sized_section(name, raw, params, opts)[0]
 
 
 def sized_section(name: str, raw: bytes, params: dict, opts: PackOptions) -> tuple[SectionSpec, int]:
-    """best_section and the number of bytes it stores."""
-    cp = dict(params, **_codec_params(opts))
-    stored = codecs.encode(opts.codec, raw, cp)
-    if len(stored) < len(raw):
-        return SectionSpec(name, raw, opts.codec, cp), len(stored)
-    return SectionSpec(name, raw, "raw", dict(params)), len(raw)
+    """best_section and the number of bytes it stores: the smallest of opts.codec, opts.extra_codecs (in that
+    order on ties) and raw storage (which wins ties)."""
+    best = (SectionSpec(name, raw, "raw", dict(params)), len(raw))
+    for codec in dict.fromkeys((opts.codec, *opts.extra_codecs)):
+        cp = dict(params, **_codec_params(opts, codec))
+        n = len(codecs.encode(codec, raw, cp))
+        if n < best[1]:
+            best = (SectionSpec(name, raw, codec, cp), n)
+    return best
 
 
 def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,

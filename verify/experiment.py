@@ -9,9 +9,11 @@ r = (T_adapt - T_K) / (f (T_K+1 - T_K)).
 
 The bpb columns mix per-position losses at K and K+1 computed once (exact: a selected position's output
 equals uniform K+1's, the others uniform K's); the timing columns come from real sparse runs of
-verify.adaptive on the first `time_tokens` validation tokens, all policies interleaved round-robin after a
-warm-up, median of `time_repeats`, with a fixed thread count. Those runs' losses and decisions are checked
-against the mixed ones. Must not train; never calibrates on validation tokens.
+verify.adaptive on the first `time_tokens` validation tokens, with a fixed thread count, after a warm-up:
+each policy is timed in `time_repeats` paired blocks (uniform K, the policy, uniform K+1, back to back), so
+that r uses the medians of the paired differences and a shared CPU's drifting load cancels; times are
+medians, wall clock and thread CPU time. Those runs' losses and decisions are checked against the mixed
+ones. Must not train; never calibrates on validation tokens.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class ExperimentOptions:
     calib_tokens: int = 65_536
     batch_size: int = 32
     n_boot: int = 2000
-    time_tokens: int = 16_384
+    time_tokens: int = 8_192
     time_repeats: int = 5
     warmup: int = 1
     threads: int = 1
@@ -191,19 +193,36 @@ def time_rows(model, rows: list[Row], val_tokens: np.ndarray, val_batches, opts:
     for _ in range(opts.warmup):
         for r in rows:
             run(r, False)
-    bar = Progress("timing", opts.time_repeats * len(rows), enabled=progress)
-    for rep in range(opts.time_repeats):
-        for j, r in enumerate(rows):
-            w0, c0 = time.perf_counter(), time.thread_time()
-            run(r, False)
-            out[r.policy]["wall"].append(time.perf_counter() - w0)
-            out[r.policy]["cpu"].append(time.thread_time() - c0)
-            bar.update(rep * len(rows) + j + 1)
+
+    def timed(r: Row) -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.thread_time()
+        run(r, False)
+        return time.perf_counter() - w0, time.thread_time() - c0
+
+    uk, uk1 = rows[0], rows[1]
+    others = [r for r in rows if r.signal is not None] or [uk]
+    for v in out.values():
+        v.update({"d_wall": [], "d_cpu": [], "dk1_wall": [], "dk1_cpu": []})
+    bar = Progress("timing", opts.time_repeats * len(others), enabled=progress)
+    for rep in range(opts.time_repeats):              # paired blocks: uniform K, the row, uniform K+1
+        for j, r in enumerate(others):
+            tk, ta, tk1 = timed(uk), timed(r), timed(uk1)
+            for n, key in enumerate(("wall", "cpu")):
+                out[uk.policy][key].append(tk[n])
+                out[uk1.policy][key].append(tk1[n])
+                if r is not uk:
+                    out[r.policy][key].append(ta[n])
+                    out[r.policy]["d_" + key].append(ta[n] - tk[n])
+                    out[r.policy]["dk1_" + key].append(tk1[n] - tk[n])
+            bar.update(rep * len(others) + j + 1)
     n_tok = n_win * L
     for v in out.values():
-        v["wall_s_per_token"] = float(np.median(v["wall"])) / n_tok
-        v["cpu_s_per_token"] = float(np.median(v["cpu"])) / n_tok
         v["tokens"] = n_tok
+        for key in ("wall", "cpu"):
+            v[f"{key}_s_per_token"] = float(np.median(v[key])) / n_tok
+            if v["d_" + key]:
+                denom = v["fraction"] * float(np.median(v["dk1_" + key]))
+                v[f"overhead_{key}"] = float(np.median(v["d_" + key])) / denom if denom > 0 else None
     return out
 
 
@@ -248,8 +267,6 @@ def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: Expe
     gain = nll_k - nll_k1
     cfg = model.cfg
     out_rows = []
-    t_k = timing.get(UNIFORM_K, {})
-    t_k1 = timing.get(UNIFORM_K1, {})
     for r in rows:
         mask = _flat(r.masks, val).astype(bool)
         nats = np.where(mask, nll_k1, nll_k)
@@ -277,8 +294,8 @@ def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: Expe
                "timed_max_abs_nll_diff": tm["max_abs_nll_diff"] if tm else None,
                "capture_efficiency": (capture_efficiency(gain, mask) if r.signal is not None else None),
                "calib_capture_efficiency": r.calib_capture,
-               "overhead_ratio": _overhead(tm, t_k, t_k1, "wall_s_per_token") if r.signal else None,
-               "overhead_ratio_cpu": _overhead(tm, t_k, t_k1, "cpu_s_per_token") if r.signal else None}
+               "overhead_ratio": tm.get("overhead_wall") if tm and r.signal else None,
+               "overhead_ratio_cpu": tm.get("overhead_cpu") if tm and r.signal else None}
         if r.rule is not None:
             row["threshold"], row["sign"] = r.rule.threshold, r.rule.sign
         elif r.oracle_threshold is not None:
@@ -292,11 +309,3 @@ def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: Expe
             "embedded_routing": art.manifest["routing"], "total_gain_nats": float(gain.sum()),
             "illegal": sorted(ORACLE_SIGNALS)}
     return {"meta": meta, "rows": out_rows}
-
-
-def _overhead(tm, t_k, t_k1, key: str) -> float | None:
-    if not tm or not t_k or not t_k1:
-        return None
-    f = tm["fraction"]
-    denom = f * (t_k1[key] - t_k[key])
-    return float((tm[key] - t_k[key]) / denom) if denom > 0 else None
