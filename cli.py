@@ -340,7 +340,8 @@ def audit(artifact, code_files, budget_bytes, as_json):
 @click.option("--sliding-window", "stride", type=int, default=None, metavar="STRIDE",
               help="Sliding-window evaluation: windows of seq-len advanced by STRIDE, every token scored once.")
 @click.option("--policy", default="embedded", show_default=True, metavar="POLICY",
-              help="embedded (the artifact's routing rule) | uniform-K | uniform-K+1.")
+              help="embedded (the artifact's routing rule) | uniform-K | uniform-K+1 | a signal name (calibrated "
+                   "on --data's *_train_* shards at the embedded rule's fraction).")
 @pgolf_options
 @click.option("--json", "as_json", is_flag=True)
 def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, policy, as_json, **kw):
@@ -399,10 +400,11 @@ def export_submission(artifact, out, budget_bytes, as_json):
     rep = {"script": str(res.script), "artifact": str(res.artifact), "code_bytes": res.code.compressed_bytes,
            "code_method": res.code.method, "artifact_bytes": res.artifact_bytes, "total_bytes": total,
            "budget_bytes": budget_bytes, "headroom_bytes": budget_bytes - total, "modules": list(res.modules),
-           "requires": list(res.requires)}
+           "requires": list(res.requires), "optional": list(res.optional)}
     emit(rep, as_json, f"wrote {res.script} ({res.code.compressed_bytes:,} B of code, {len(res.modules)} modules "
                        f"bundled) + {res.artifact} ({res.artifact_bytes:,} B) = {total:,} B of {budget_bytes:,} B"
-                       f"\nrequires: {', '.join(res.requires)}\nrun: python {res.script} --data "
+                       f"\nrequires: {', '.join(res.requires)} (only on some paths: "
+                       f"{', '.join(res.optional) or 'none'})\nrun: python {res.script} --data "
                        f"FOLDER_OF_VAL_SHARDS --tokenizer fineweb_1024_bpe.model")
 
 

@@ -18,6 +18,9 @@ from packer.errors import UsageError
 RUNTIME_MODULES = (
     "packer/__init__.py", "packer/errors.py", "packer/constants.py", "packer/manifest.py",
     "packer/codecs.py", "packer/reader.py",
+    # packer/codecs.py imports the ANS codec at module level, and it imports these:
+    "packer/ans_codec.py", "packer/entropy_models.py", "packer/ans_io.py", "packer/ans_param.py",
+    "packer/entropy_fit.py",
     "quant/__init__.py", "quant/primitives.py", "quant/formats.py",
     "core/__init__.py", "core/config.py", "core/layers.py", "core/model.py",
     "core/pgolf_model.py", "core/families.py",

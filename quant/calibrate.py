@@ -5,12 +5,15 @@ shards are never opened, so an artifact calibrated here stays legal. Hessians ar
 pre-hooks on every nn.Linear (a shared block applied K times fires its hooks K times, so its Hessian sums
 over all passes) plus, for the tied head, a hook on the module whose output the head multiplies (for the
 recurrent core, `norm_f`). LossEvaluator measures the mean loss with some weights replaced, for the
-planner's sensitivities. Must not: quantize, choose formats, or read validation data.
+planner's sensitivities. Forward passes run with a fixed number of torch threads (CALIB_THREADS), so the
+Hessians, hence GPTQ's codes and the artifact's bytes, do not depend on the caller's thread setting.
+Must not: quantize, choose formats, or read validation data.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,18 @@ from core.shards import find_shards, load_tokens
 from packer.errors import ConfigError, DataError, UsageError
 
 DEFAULT_CALIB_TOKENS = 8192
+CALIB_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run a block with n torch intra-op threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -118,10 +133,11 @@ def collect_hessians(model: nn.Module, windows: np.ndarray, batch_size: int = 16
     bar = Progress("calibrate (hessians)", len(windows), enabled=progress)
     try:
         done = 0
-        for batch in _batches(windows, batch_size):
-            model(batch[:, :-1])
-            done += len(batch)
-            bar.update(done)
+        with torch_threads(CALIB_THREADS):
+            for batch in _batches(windows, batch_size):
+                model(batch[:, :-1])
+                done += len(batch)
+                bar.update(done)
     finally:
         for h in handles:
             h.remove()
@@ -145,12 +161,13 @@ class LossEvaluator:
     def loss(self) -> float:
         t0 = time.perf_counter()
         total, count = 0.0, 0
-        for batch in _batches(self.windows, self.batch_size):
-            logits = self.model(batch[:, :-1])
-            y = batch[:, 1:]
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
-                                           reduction="sum"))
-            count += y.numel()
+        with torch_threads(CALIB_THREADS):
+            for batch in _batches(self.windows, self.batch_size):
+                logits = self.model(batch[:, :-1])
+                y = batch[:, 1:]
+                total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                               reduction="sum"))
+                count += y.numel()
         self.evals += 1
         self.seconds += time.perf_counter() - t0
         return total / count

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from core.config import ModelConfig
-from core.routing import RoutingRule, Signal, needs_logits, rule_from_manifest
+from core.routing import LEGAL_SIGNALS, RoutingRule, Signal, needs_logits, rule_from_manifest
 from core.signals import features, pass_k, score
 from packer.errors import UsageError
 
@@ -226,16 +226,30 @@ def routing_calibrator(calib_tokens, opts):
 
 
 # --- verify's hooks -------------------------------------------------------------------------------------------
-def runner_for_target(target, policy_name: str = EMBEDDED) -> PolicyRunner | None:
+def runner_for_target(target, policy_name: str = EMBEDDED, train_tokens=None) -> PolicyRunner | None:
     """The policy runner for a verify target (verify.targets.EvalTarget); None for non-recurrent models,
-    which run as they are (only embedded / uniform-K make sense for them)."""
+    which run as they are (only embedded / uniform-K make sense for them). A signal name as the policy
+    calibrates that signal on `train_tokens` (TRAINING tokens: the data folder's *_train_* shards) at the
+    embedded rule's target fraction and cap (0.25 / 0.30 when the artifact has none)."""
     if target.family != "recurrent":
         if policy_name not in (EMBEDDED, UNIFORM_K):
             raise UsageError(f"--policy {policy_name}: {target.path} is a {target.family!r} model; routing "
                              f"policies apply to recurrent cores only")
         return None
     routing = target.info.get("routing") or {"policy": "uniform"}
-    return PolicyRunner(target.model, resolve_policy(policy_name, target.model.cfg, routing))
+    cfg = target.model.cfg
+    if policy_name in LEGAL_SIGNALS:
+        from core.route_calibrate import RouteOptions, calibrate
+
+        if train_tokens is None:
+            raise UsageError(f"--policy {policy_name} calibrates its threshold on training tokens: give --data a "
+                             f"folder with *_train_*.bin shards beside the *_val_*.bin ones")
+        embedded = rule_from_manifest(routing, cfg.n_passes)
+        opts = (RouteOptions(signal=policy_name, fraction=embedded.target_fraction, cap=embedded.cap_fraction,
+                             no_cap=embedded.cap_fraction is None) if embedded else RouteOptions(signal=policy_name))
+        return PolicyRunner(target.model, Policy(policy_name, cfg.n_passes,
+                                                 calibrate(target.model, train_tokens, opts)))
+    return PolicyRunner(target.model, resolve_policy(policy_name, cfg, routing))
 
 
 def same_policy(runner: PolicyRunner | None, ref_target) -> PolicyRunner | None:

@@ -72,7 +72,7 @@ def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference
     if stride is not None and (not isinstance(stride, int) or not 1 <= stride <= context):
         raise UsageError(f"--sliding-window {stride!r} must be a stride in 1..{context} (the context length)")
     tables = tok.byte_tables()
-    runner = runner_for_target(target, policy)
+    runner = runner_for_target(target, policy, train)
     res = evaluate(runner or _logits_fn(target.model), val, tables, context, batch_size, progress, stride=stride)
     report = {"artifact": str(artifact), "kind": target.kind, "family": target.family, **target.info,
               "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary(),

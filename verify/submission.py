@@ -52,7 +52,8 @@ class SubmissionExport:
     script_bytes: int
     artifact_bytes: int
     modules: tuple[str, ...]
-    requires: tuple[str, ...]       # third-party import names the bundled code uses
+    requires: tuple[str, ...]       # third-party modules the bundled code imports at module level
+    optional: tuple[str, ...]       # imported only inside functions (needed only on those paths)
     code: CodeCount                 # what `golfpack audit --code <script>` counts
 
     @property
@@ -68,27 +69,37 @@ def _module_file(name: str, root: Path) -> str | None:
     return None
 
 
-def _imports(rel: str, root: Path) -> set[str]:
-    """Dotted names a module imports anywhere in its body (function-level imports included)."""
+def _imports(rel: str, root: Path) -> dict[str, bool]:
+    """Dotted names a module imports -> whether at module level (False: only inside a function, lazily)."""
     try:
         tree = ast.parse((root / rel).read_text(encoding="utf-8"), filename=rel)
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read bundled module {root / rel}: {exc}") from None
-    names: set[str] = set()
-    for node in ast.walk(tree):
+    names: dict[str, bool] = {}
+
+    def visit(node: ast.AST, top: bool) -> None:
+        found = []
         if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
+            found = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
+            found = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        for name in found:
+            names[name] = names.get(name, False) or top
+        inner = top and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(tree, True)
     return names
 
 
-def bundle_modules(root: Path = CODE_ROOT) -> tuple[list[str], list[str]]:
-    """(module files to bundle, sorted; third-party names they import, sorted)."""
+def bundle_modules(root: Path = CODE_ROOT) -> tuple[list[str], list[str], list[str]]:
+    """(module files to bundle; third-party names imported at module level; those imported only lazily,
+    inside functions, e.g. bitsandbytes for NF4 encoding), each sorted."""
     todo = list(dict.fromkeys([*RUNTIME_MODULES, ENTRY_MODULE]))
     seen: set[str] = set()
-    third: set[str] = set()
+    eager: set[str] = set()
+    lazy: set[str] = set()
     while todo:
         rel = todo.pop()
         if rel in seen:
@@ -98,15 +109,15 @@ def bundle_modules(root: Path = CODE_ROOT) -> tuple[list[str], list[str]]:
         seen.add(rel)
         parts = rel[:-3].split("/")
         todo.extend(f"{'/'.join(parts[:i])}/__init__.py" for i in range(1, len(parts)))
-        for name in _imports(rel, root):
+        for name, top_level in _imports(rel, root).items():
             top = name.split(".")[0]
             if top in OUR_PACKAGES:
                 found = _module_file(name, root)
                 if found is not None:
                     todo.append(found)
             elif top not in sys.stdlib_module_names and top != "__future__":
-                third.add(top)
-    return sorted(seen), sorted(third)
+                (eager if top_level else lazy).add(top)
+    return sorted(seen), sorted(eager), sorted(lazy - eager)
 
 
 def build_script(sources: dict[str, str], artifact_name: str) -> str:
@@ -130,7 +141,7 @@ def export_submission(artifact: Path, out_dir: Path) -> SubmissionExport:
     if artifact.name == SCRIPT_NAME:
         raise UsageError(f"artifact {artifact} is named like the script {SCRIPT_NAME}; rename it")
     refuse_same_path(script, [artifact])
-    rels, requires = bundle_modules()
+    rels, requires, optional = bundle_modules()
     sources = {rel: (CODE_ROOT / rel).read_text(encoding="utf-8") for rel in rels}
     text = build_script(sources, artifact.name)
     write_bytes_atomic(script, text.encode("ascii"))
@@ -138,4 +149,4 @@ def export_submission(artifact: Path, out_dir: Path) -> SubmissionExport:
     if copy.resolve() != artifact.resolve():
         write_bytes_atomic(copy, data)
     return SubmissionExport(out_dir, script, copy, len(text), art.layout.file_bytes, tuple(rels),
-                            tuple(requires), count_code([script]))
+                            tuple(requires), tuple(optional), count_code([script]))

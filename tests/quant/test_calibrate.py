@@ -57,3 +57,16 @@ def test_pack_checkpoint_calibrates_from_its_folder(tiny_dir, tmp_path):
     assert res.report["calibration"]["tokens"] > 0
     man = read_artifact(tmp_path / "t.gpk").manifest
     assert {t["scale"] for t in man["tensors"] if t.get("format") == "int6_row"} == {"gptq"}
+
+
+def test_calibrated_pack_does_not_depend_on_torch_threads(tiny, tiny_dir):
+    import torch
+
+    model = tiny.model()
+    win = calibration_windows(tiny_dir, 1024, tiny.cfg.seq_len, tiny.cfg.vocab_size)
+    out = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        out.append(pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(), windows=win,
+                              progress=False).data)
+    assert out[0] == out[1]

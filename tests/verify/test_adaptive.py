@@ -176,3 +176,9 @@ def test_verify_reports_the_embedded_rule(tmp_path, model, rules, small_tokenize
     assert uni["flops_per_token"] < rep["flops_per_token"] < deep["flops_per_token"]
     lo, hi = sorted((uni["val_loss"], deep["val_loss"]))
     assert lo - 0.05 < rep["val_loss"] < hi + 0.05
+    with pytest.raises(UsageError, match="training tokens"):
+        verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False, policy="update_size")
+    write_split(encode_documents(docs * 4, small_tokenizer), tmp_path, "t", "train")
+    sig = verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False, policy="update_size")
+    assert sig["policy"] == "update_size" and sig["route_signal"] == "update_size"
+    assert sig["route_fraction_target"] == 0.25 and sig["route_fraction_realized"] <= 0.3
