@@ -8,12 +8,13 @@ Three rows per seed, on the embedded Python-docs corpus (the demo's data):
   recurrent K     one shared block applied K times, widened so its artifact has about the static one's bytes,
                   trained with the two-exit loss (passes K and K+1), evaluated at uniform depth K;
   recurrent+rule  the same artifact under its embedded routing rule (calibrated at pack time on training
-                  tokens, after quantization: the default signal choice, target fraction 0.25, cap 0.30).
+                  tokens, after quantization: the default signal choice, target fraction 0.25, cap 0.30);
+and, for the overhead ratio r, the same artifact at uniform K+1.
 Both models train for the same wall-clock seconds (one thread each, one after the other), are packed with
 the default plan (int8 embedding, int6 matrices; the quantization engineer's calibration where it applies),
 and are verified on the whole validation split. Eval time per token is measured on the first
-`--time-tokens` validation tokens with one thread, the three rows interleaved round-robin after a warm-up,
-median of `--time-repeats` (wall clock and thread CPU time). The machine's load average is recorded: other
+`--time-tokens` validation tokens with one thread, the rows interleaved round-robin after a warm-up,
+median of `--time-repeats` (wall clock and thread CPU time); r from the rounds' paired differences. The machine's load average is recorded: other
 work on the shared CPU slows every number, and training steps depend on it. A benchmark, not a test.
 """
 
@@ -32,10 +33,13 @@ sys.path.insert(0, str(REPO))
 
 K = 3
 STATIC = {"d_model": 128, "n_heads": 4, "n_kv_heads": 2, "n_passes": K, "n_blocks": K}
-RECURRENT = {"d_model": 200, "n_heads": 4, "n_kv_heads": 2, "n_passes": K, "n_blocks": 1}
+RECURRENT = {"d_model": 192, "n_heads": 4, "n_kv_heads": 2, "n_passes": K, "n_blocks": 1}
 
 
 def timing(models: dict, tokens, repeats: int, n_tokens: int, batch: int = 32) -> dict:
+    """Median time per token of each row; rows run back to back in every round (the first is a warm-up),
+    so paired differences cancel the shared CPU's drifting load. Also the routing overhead ratio
+    r = median(T_routed - T_K) / (f * median(T_K+1 - T_K)) from those paired rounds."""
     import numpy as np
     import torch
 
@@ -48,7 +52,7 @@ def timing(models: dict, tokens, repeats: int, n_tokens: int, batch: int = 32) -
     x, y = toks[:-1].view(n_win, L), toks[1:].view(n_win, L)
     chunks = [(x[i:i + batch], y[i:i + batch]) for i in range(0, n_win, batch)]
     runners = {name: PolicyRunner(m, pol) for name, (m, pol) in models.items()}
-    for rep in range(repeats + 1):                     # the first round is the warm-up
+    for rep in range(repeats + 1):
         for name, fn in runners.items():
             w0, c0 = time.perf_counter(), time.thread_time()
             for xb, yb in chunks:
@@ -57,9 +61,15 @@ def timing(models: dict, tokens, repeats: int, n_tokens: int, batch: int = 32) -
                 out[name]["wall"].append(time.perf_counter() - w0)
                 out[name]["cpu"].append(time.thread_time() - c0)
     n = n_win * L
-    return {name: {"us_per_token_wall": float(np.median(v["wall"])) / n * 1e6,
-                   "us_per_token_cpu": float(np.median(v["cpu"])) / n * 1e6, "timed_tokens": n,
-                   "wall_runs_s": v["wall"], "cpu_runs_s": v["cpu"]} for name, v in out.items()}
+    res = {name: {"us_per_token_wall": float(np.median(v["wall"])) / n * 1e6,
+                  "us_per_token_cpu": float(np.median(v["cpu"])) / n * 1e6, "timed_tokens": n,
+                  "wall_runs_s": v["wall"], "cpu_runs_s": v["cpu"]} for name, v in out.items()}
+    f = runners["recurrent_routed"].stats.fraction
+    for key in ("wall", "cpu"):
+        k, a, k1 = (np.array(out[r][key]) for r in ("recurrent_uniform_k", "recurrent_routed", "recurrent_uniform_k1"))
+        res["recurrent_routed"][f"overhead_ratio_{key}"] = float(np.median(a - k) / (f * np.median(k1 - k)))
+    res["recurrent_routed"]["timed_fraction"] = f
+    return res
 
 
 def one_seed(work: Path, bundle, seed: int, train_seconds: float, args) -> dict:
@@ -72,7 +82,7 @@ def one_seed(work: Path, bundle, seed: int, train_seconds: float, args) -> dict:
     from core.train_job import run_train
     from packer.reader import read_artifact
     from quant.pack import PackOptions, pack_checkpoint_file
-    from verify.adaptive import UNIFORM_K, Policy, routing_calibrator
+    from verify.adaptive import resolve_policy, routing_calibrator
     from verify.job import verify_artifact
     from verify.load import build_model
 
@@ -94,7 +104,7 @@ def one_seed(work: Path, bundle, seed: int, train_seconds: float, args) -> dict:
                       "artifact_bytes": packed.file_bytes, "counted_bytes": packed.total_bytes,
                       "float_val_bpb": res.val_bpb, "load_average_at_start": load0}
     policies = {"static": ("static", "embedded"), "recurrent_uniform_k": ("recurrent", "uniform-K"),
-                "recurrent_routed": ("recurrent", "embedded")}
+                "recurrent_routed": ("recurrent", "embedded"), "recurrent_uniform_k1": ("recurrent", "uniform-K+1")}
     out = {}
     for row, (name, policy) in policies.items():
         rep = verify_artifact(arts[name], [work], bundle.tokenizer_path, progress=False, policy=policy)
@@ -108,10 +118,7 @@ def one_seed(work: Path, bundle, seed: int, train_seconds: float, args) -> dict:
     models = {}
     for row, (name, policy) in policies.items():
         m = build_model(read_artifact(arts[name]))
-        from verify.adaptive import resolve_policy
-
-        pol = (Policy(UNIFORM_K, m.cfg.n_passes) if policy == UNIFORM_K
-               else resolve_policy("embedded", m.cfg, read_artifact(arts[name]).manifest["routing"]))
+        pol = resolve_policy(policy, m.cfg, read_artifact(arts[name]).manifest["routing"])
         models[row] = (m, pol)
     val = load_tokens(find_shards(work, "val"))
     for row, t in timing(models, val, args.time_repeats, args.time_tokens).items():

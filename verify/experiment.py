@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.bpb import bits_per_byte, target_byte_counts
 from core.progress import Progress
 from core.route_calibrate import (
     CAP_MARGIN,
@@ -259,8 +260,6 @@ def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: Expe
     timing = time_rows(model, rows, val_tokens, val, opts, progress) if opts.time_tokens else {}
     nll_k, nll_k1 = _flat([b.nll_k for b in val], val).astype(np.float64), _flat([b.nll_k1 for b in val], val)
     nll_k1 = nll_k1.astype(np.float64)
-    from core.bpb import bits_per_byte, target_byte_counts
-
     val_np = np.asarray(val_tokens)
     token_bytes = target_byte_counts(val_np[:-1], val_np[1:], tok.byte_tables()).astype(np.int64)
     boot = PairedBootstrap(document_ids(val_np, tok.bos_id), token_bytes, opts.n_boot, opts.seed)
