@@ -1,11 +1,12 @@
 """Training throughput (tokens per second) of golfpack's trainer: one process vs torchrun (gloo on CPU, NCCL
 on GPU), with the model config, batch and machine load recorded beside every number.
 
-    .venv/bin/python bench/bench_train.py [--out bench/results/train_throughput.json] [--steps 30]
+    .venv/bin/python bench/bench_train.py [--out bench/results/train_throughput.json] [--seconds 8]
 
 Each configuration runs in a fresh process (`python -m torch.distributed.run --nproc_per_node=N` for N > 1)
-on random tokens (the cost of a step does not depend on token content) with the default model; rank 0 times
-the optimizer steps after a warm-up (it waits in the gradient all-reduce, so it sees the global pace).
+on random tokens (the cost of a step does not depend on token content) with the default model for a fixed
+wall-clock time (--max-wallclock-seconds); rank 0 times the optimizer steps after a warm-up (it waits in the
+gradient all-reduce, so it sees the global pace).
 The load average is read before and after each run: other work on the machine slows the numbers. On a
 machine with CUDA it adds GPU rows (bf16 autocast, fused AdamW); elsewhere the GPU row says why it is absent.
 A benchmark, not a test: nothing here is imported by golfpack.
@@ -35,7 +36,7 @@ def worker(spec: dict, result_path: Path) -> None:
     from core.train import TrainConfig, train
 
     mc = ModelConfig(**spec["model"])
-    tc = TrainConfig(steps=spec["warmup"] + spec["steps"], batch_tokens=spec["batch_tokens"],
+    tc = TrainConfig(max_wallclock_seconds=spec["seconds"], batch_tokens=spec["batch_tokens"],
                      eval_every=10**9, threads=spec["threads"], device=spec["device"],
                      compile=spec["compile"], seed=0)
     tokens = np.random.default_rng(0).integers(0, mc.vocab_size, size=2_000_000, dtype=np.uint16)
@@ -43,10 +44,14 @@ def worker(spec: dict, result_path: Path) -> None:
         res = train(mc, tc, tokens, tokens[:4096], None, progress=False, ctx=ctx)
         if ctx.is_main:
             h, w = res.history, spec["warmup"]
+            timed = len(h) - w
+            if timed < 2:
+                raise RuntimeError(f"only {len(h)} steps in {spec['seconds']} s; raise --seconds")
             seconds = h[-1]["seconds"] - h[w - 1]["seconds"]
             result_path.write_text(json.dumps({
-                "seconds": seconds, "tokens_per_second": spec["steps"] * spec["batch_tokens"] / seconds,
-                "steps_per_second": spec["steps"] / seconds, "world_size": ctx.world_size,
+                "seconds": seconds, "steps": timed,
+                "tokens_per_second": timed * spec["batch_tokens"] / seconds,
+                "steps_per_second": timed / seconds, "world_size": ctx.world_size,
                 "device": str(ctx.device), "final_train_loss": h[-1]["train_loss"]}))
 
 
@@ -76,8 +81,8 @@ def run_one(spec: dict, timeout_s: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_throughput.json")
-    ap.add_argument("--steps", type=int, default=30, help="Timed steps per run (after the warm-up).")
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=8.0, help="Training wall-clock per run.")
+    ap.add_argument("--warmup", type=int, default=3, help="Steps left out of the timing.")
     ap.add_argument("--repeats", type=int, default=2, help="Runs per configuration; the best is reported.")
     ap.add_argument("--batch-tokens", type=int, nargs="+", default=[2048, 8192])
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
@@ -109,10 +114,11 @@ def main() -> None:
                             "backend": "nccl" if world > 1 else None, "batch_tokens": 65536 * world})
     rows = []
     for c in configs:
-        spec = dict(c, model=model, steps=args.steps, warmup=args.warmup, compile=False)
+        spec = dict(c, model=model, seconds=args.seconds, warmup=args.warmup, compile=False)
         runs = [run_one(spec, timeout_s=600) for _ in range(args.repeats)]
         best = max(runs, key=lambda r: r["tokens_per_second"])
-        row = {**c, "steps": args.steps, "warmup_steps": args.warmup,
+        row = {**c, "seconds_per_run": args.seconds, "warmup_steps": args.warmup,
+               "timed_steps": [r["steps"] for r in runs],
                "tokens_per_second": round(best["tokens_per_second"], 1),
                "steps_per_second": round(best["steps_per_second"], 3),
                "all_tokens_per_second": [round(r["tokens_per_second"], 1) for r in runs],

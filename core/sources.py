@@ -11,7 +11,7 @@ Must not quantize, pack, or evaluate.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -24,7 +24,8 @@ from core.tokenizer import Tokenizer
 from packer.atomic import refuse_same_path
 from packer.errors import CheckpointError, ConfigError, UsageError
 
-PGOLF_DEFAULTS = {"mlp_power": 2, "rope_base": 10000.0, "softcap": 30.0}
+# what shapes cannot tell, with PGolfConfig's own defaults (relu^2, RoPE base 10000, softcap 30)
+PGOLF_DEFAULTS = {f.name: f.default for f in fields(PGolfConfig) if f.name in ("mlp_power", "rope_base", "softcap")}
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class PGolfOptions:
     softcap: float | None = None
 
     def __post_init__(self) -> None:
-        if self.mlp_power is not None and (not isinstance(self.mlp_power, int) or self.mlp_power < 1):
+        power = self.mlp_power
+        if power is not None and (not isinstance(power, int) or isinstance(power, bool) or power < 1):
             raise ConfigError(f"PGolfOptions.mlp_power={self.mlp_power!r}: must be a positive integer")
         for name in ("rope_base", "softcap"):
             v = getattr(self, name)

@@ -2,11 +2,13 @@
 and its reconstruction error.
 
 Scale methods: absmax (round to nearest), clip_search (per row/group, weighted by diag H when a Hessian is
-known), sdclip, absmean (ternary), gptq (needs the tensor's input Hessian; its scales come from the same
-weighted clip search, ternary's from absmean). "best" keeps the method with the least error: the
-Hessian-weighted output error tr(E H E^T) / rows when the tensor has a Hessian, else the plain sum of
-squared errors. Bytes are what quant.pack will store for the tensor's sections (codec or raw, whichever is
-smaller), measured by encoding them. Must not: choose formats across tensors (quant/planner.py) or write files.
+known), sdclip, absmean (ternary), gptq (needs the tensor's input Hessian; see encode_with for its scales).
+The error is the Hessian-weighted output error tr(E H E^T) / rows when the tensor has a Hessian, else the
+plain sum of squared errors. `best_candidate` keeps, for one format, the method with the least error (the
+default plan); `candidate_set` keeps every (format, method) on the bytes/error frontier (the planner): the
+scale method changes the bytes too, since clipping spreads the codes and raises their entropy. Bytes are what
+quant.pack stores for the tensor's sections (the smallest codec, or raw), measured by encoding them.
+Must not: choose formats across tensors (quant/planner.py) or write files.
 """
 
 from __future__ import annotations
@@ -66,19 +68,26 @@ def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bo
                      f"it supports {can}; use --scale-method best")
 
 
+GPTQ_CLIP_GRIDS = (P.CLIP_FRACTIONS[30:], P.CLIP_FRACTIONS)   # 0.80..1.00 and 0.50..1.00 of the row max
+
+
 def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | None,
                 opts: PackOptions, memo: dict | None = None) -> formats.Encoded:
-    """Encode w in fmt with one scale method (`memo` shares the weighted clip search between clip_search
-    and GPTQ's scales)."""
+    """Encode w in fmt with one scale method (`memo` shares clip searches between methods).
+
+    GPTQ's scales: ternary's absmean; otherwise the one of absmax, the diag-H-weighted clip search over
+    0.8..1.0 and over 0.5..1.0 of the row maximum whose GPTQ result has the least Hessian-weighted error
+    (clipping that suits round-to-nearest can hurt once GPTQ feeds the errors forward)."""
     memo = {} if memo is None else memo
     diag = np.diag(hessian.matrix) if hessian is not None else None
     s = formats.spec(fmt)
     rows = formats.as_rows(w)
 
-    def searched():
-        if "clip" not in memo:
-            memo["clip"] = P.clip_search(P.check_rows(rows), s.bits, s.group, weights=diag)
-        return memo["clip"]
+    def searched(grid=P.CLIP_FRACTIONS):
+        key = ("clip", grid)
+        if key not in memo:
+            memo[key] = P.clip_search(P.check_rows(rows), s.bits, s.group, grid, weights=diag)
+        return memo[key]
 
     if method == "clip_search" and s.kind == "int" and not s.ternary:
         return formats.encode(w, fmt, searched(), method="clip_search")
@@ -87,13 +96,19 @@ def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | 
     if s.kind != "int" or hessian is None:
         raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
     rows = P.check_rows(rows)
-    clip = P.absmean_clip(rows, s.group) if s.ternary else searched()
-    scales = P.scales_for_clip(clip, s.bits)
     cfg = gptq_config(opts)
     if cfg not in hessian.cache:
         hessian.cache[cfg] = prepare(hessian.matrix, cfg)
-    codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
-    return formats.from_codes(fmt, codes, scales, "gptq")
+    clips = ([P.absmean_clip(rows, s.group)] if s.ternary else
+             [P.absmax_clip(rows, s.group)] + [searched(g) for g in GPTQ_CLIP_GRIDS])
+    best = None
+    for clip in clips:
+        scales = P.scales_for_clip(clip, s.bits)
+        codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
+        err = P.hessian_error(rows, P.dequantize(codes, scales, s.group), hessian.matrix)
+        if best is None or err < best[0]:
+            best = (err, codes, scales)
+    return formats.from_codes(fmt, best[1], best[2], "gptq")
 
 
 def error_of(w: np.ndarray, enc: formats.Encoded, hessian: Hessian | None) -> float:
@@ -131,17 +146,57 @@ def applies(fmt: str, w: np.ndarray) -> bool:
     return rows.size > 0
 
 
+def estimated_bytes(enc: formats.Encoded) -> float:
+    """A cheap stand-in for stored bytes, for pruning only: order-0 entropy of the codes (whole tensor) plus
+    the other arrays at 3/4 of their raw size."""
+    total = 0.0
+    for role, arr in enc.arrays.items():
+        if role == "codes":
+            _, counts = np.unique(arr, return_counts=True)
+            p = counts / counts.sum()
+            total += float(-(p * np.log2(p)).sum()) * arr.size / 8
+        else:
+            total += 0.75 * arr.nbytes
+    return total
+
+
+def _pareto(items: list, key_bytes, key_err, slack: float = 1.0) -> list:
+    """Items no other beats on both bytes (times slack) and error."""
+    out, best_err = [], np.inf
+    for it in sorted(items, key=lambda it: (key_bytes(it), key_err(it))):
+        if key_err(it) < best_err:
+            out.append(it)
+            best_err = key_err(it)
+    if slack == 1.0:
+        return out
+    keep = []
+    for it in items:                     # also keep those within `slack` of the frontier's bytes
+        if not any(key_bytes(o) * slack < key_bytes(it) and key_err(o) <= key_err(it) for o in out if o is not it):
+            keep.append(it)
+    return keep
+
+
 def candidate_set(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple[str, ...], opts: PackOptions,
                   also_data_free: bool = False) -> list[Candidate]:
-    """One best candidate per applicable menu format; with also_data_free, also the best non-GPTQ one
-    wherever GPTQ won (for tensors, like a tied embedding, whose Hessian sees only one of their uses)."""
+    """Every applicable (menu format, scale method) of w, pruned to those no other beats on both bytes and
+    error (pruned first on estimated bytes with 3% slack, then on the real stored bytes). With also_data_free
+    (a tied embedding, whose Hessian sees only its head use) the data-free methods are kept a second time,
+    scored by plain squared error, as a separate family."""
+    w = np.asarray(w, dtype=np.float32)
+    h = usable_hessian(w, hessian)
+    families = [h] + ([None] if also_data_free and h is not None and opts.scale_method == "best" else [])
     out = []
-    for fmt in menu:
-        if not applies(fmt, w):
-            continue
-        c = best_candidate(name, w, fmt, hessian, opts)
-        out.append(c)
-        if also_data_free and c.method == "gptq" and opts.scale_method == "best":
-            alt = best_candidate(name, w, fmt, None, opts)
-            out.append(alt)
+    for fam_h in families:
+        pool = []
+        for fmt in menu:
+            if not applies(fmt, w):
+                continue
+            memo: dict = {}
+            for m in methods(fmt, fam_h, opts):
+                enc = encode_with(w, fmt, m, fam_h, opts, memo)
+                pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc)))
+        pool = _pareto(pool, lambda it: it[2], lambda it: it[1], slack=1.03)
+        exact = [Candidate(name, e.format, e.scale, e, sized_tensor_sections(name, e, opts)[2], err, fam_h is not None)
+                 for e, err, _ in pool]
+        out.extend(_pareto(exact, lambda c: c.bytes, lambda c: c.error))
     return out

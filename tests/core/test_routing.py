@@ -8,11 +8,19 @@ import torch
 
 from core.config import ModelConfig
 from core.model import RecurrentLM
-from core.route_calibrate import (RouteOptions, calibrate, capture_efficiency, collect, fit_parts, rule_for,
-                                  split_halves)
+from core.route_calibrate import (
+    RouteOptions,
+    calibrate,
+    capture_efficiency,
+    collect,
+    fit_parts,
+    rule_for,
+    split_halves,
+)
 from core.routing import LEGAL_SIGNALS, ORACLE_SIGNALS, RoutingRule, rule_from_manifest, token_bucket
 from core.signals import features, pass_k, random_uniform, score
 from packer.errors import ConfigError, FormatError
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -27,7 +35,7 @@ CFG = ModelConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_passes=2
 
 
 def rule(**kw) -> RoutingRule:
-    base = dict(signal="entropy", threshold=1.5, target_fraction=0.25, cap_fraction=0.3, passes=2)
+    base = {"signal": "entropy", "threshold": 1.5, "target_fraction": 0.25, "cap_fraction": 0.3, "passes": 2}
     return RoutingRule(**{**base, **kw})
 
 
@@ -141,7 +149,7 @@ def test_calibrated_fraction_holds_on_held_out_tokens_and_never_exceeds_cap():
     assert sorted(names) == sorted(LEGAL_SIGNALS) and names[0] == r.signal
     held = torch.from_numpy(markov_tokens(64 * 32, 4).reshape(64, 32))
     with torch.no_grad():
-        sel, refused = r.decide(score(r, features(pass_k(m, held, [r.signal]), [r.signal])))
+        sel, _ = r.decide(score(r, features(pass_k(m, held, [r.signal]), [r.signal])))
     frac = float(sel.float().mean())
     assert abs(frac - 0.25) <= 0.05 and frac <= r.cap_fraction
     assert (sel.sum(1) <= r.slots_per_window(32)).all()

@@ -13,8 +13,15 @@ from core.route_calibrate import collect, fit_parts, rule_for, split_halves
 from core.routing import LEGAL_SIGNALS, RoutingRule
 from packer.errors import FormatError, UsageError
 from quant.pack import PackOptions, pack_tensors
-from verify.adaptive import (UNIFORM_K, UNIFORM_K1, Policy, PolicyRunner, adaptive_logits, flops_per_token,
-                             resolve_policy)
+from verify.adaptive import (
+    UNIFORM_K,
+    UNIFORM_K1,
+    Policy,
+    PolicyRunner,
+    adaptive_logits,
+    flops_per_token,
+    resolve_policy,
+)
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_passes=2, seq_len=32)
 B, T = 6, 32
@@ -163,7 +170,7 @@ def test_verify_reports_the_embedded_rule(tmp_path, model, rules, small_tokenize
     art.write_bytes(pack_tensors(tensors, body, PackOptions()).data)
     from core.corpus import Document
 
-    docs = [Document(f"d{i}", "def f(x):\n    return x + %d\n" % i * 4) for i in range(30)]
+    docs = [Document(f"d{i}", f"def f(x):\n    return x + {i}\n" * 4) for i in range(30)]
     write_split(encode_documents(docs, small_tokenizer), tmp_path, "t", "val")
     rep = verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False)
     json.dumps(rep, default=str)

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
+from core.checkpoint import save_checkpoint
 from core.config import ModelConfig
 from core.routing import LEGAL_SIGNALS, ORACLE_SIGNALS
-from core.checkpoint import save_checkpoint
 from core.shards import encode_documents, write_split
 from core.train import TrainConfig, train
 from quant.pack import PackOptions, pack_tensors
@@ -143,7 +143,7 @@ def test_cli_pack_embeds_a_calibrated_rule_and_audit_names_the_winner(experiment
     routing = read_artifact(out).manifest["routing"]
     assert routing["policy"] == "adaptive" and routing["target_fraction"] == 0.2
     assert routing["signal"] in LEGAL_SIGNALS and routing["cap_fraction"] == 0.25
-    assert [s["signal"] for s in routing["selection"]][0] == routing["signal"]
+    assert routing["selection"][0]["signal"] == routing["signal"]
     audit = CliRunner().invoke(main, ["audit", str(out)])
     assert audit.exit_code == 0 and f"signal {routing['signal']}" in audit.output and "runner-up" in audit.output
     uniform = CliRunner().invoke(main, ["pack", str(folder / "m"), "-o", str(tmp_path / "u.gpk"),
