@@ -39,17 +39,17 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.checkpoint import load_checkpoint  # noqa: E402
-from core.ingest import dequantize_int8_clean  # noqa: E402
-from core.model import RecurrentLM  # noqa: E402
-from quant import formats  # noqa: E402
-from quant import primitives as P  # noqa: E402
-from quant.calibrate import calibration_windows  # noqa: E402
-from quant.gptq import GPTQConfig, gptq_codes  # noqa: E402
-from quant.pack import PackOptions, checkpoint_body, is_control, is_embedding, pack_tensors  # noqa: E402
-from quant.pipeline import packer_for  # noqa: E402
-from quant.planner import PlannerConfig  # noqa: E402
-from verify.job import verify_artifact  # noqa: E402
+from core.checkpoint import load_checkpoint
+from core.ingest import dequantize_int8_clean
+from core.model import RecurrentLM
+from quant import formats
+from quant import primitives as P
+from quant.calibrate import calibration_windows
+from quant.gptq import GPTQConfig, gptq_codes
+from quant.pack import PackOptions, checkpoint_body, is_control, is_embedding, pack_tensors
+from quant.pipeline import packer_for
+from quant.planner import PlannerConfig
+from verify.job import verify_artifact
 
 # --- (a) the baseline export, as train_gpt.py writes it ------------------------------------------------------
 PG_KEEP_FLOAT_MAX_NUMEL = 65_536
@@ -299,8 +299,8 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Checkpoint {Path(r['checkpoint']).name}: {r['params']:,} parameters, fp32 {r['fp32_bpb']:.4f} bpb; "
-             f"golfpack's counted code: {r['code_bytes']:,} B (not in the file bytes below).", "",
+    lines = [(f"Checkpoint {Path(r['checkpoint']).name}: {r['params']:,} parameters, fp32 {r['fp32_bpb']:.4f} "
+              f"bpb; golfpack's counted code: {r['code_bytes']:,} B (not in the file bytes below)."), "",
              "| peer | peer bytes | peer bpb | golfpack file bytes | golfpack bpb | golfpack ≤ peer |",
              "|---|---:|---:|---:|---:|:---:|"]
     for p in sorted(r["peers"], key=lambda p: p["bytes"]):

@@ -140,8 +140,8 @@ def encode(w: np.ndarray, fmt: str, clip: np.ndarray | None = None, *, method: s
 
 def encode_nf4(w: np.ndarray, s: FormatSpec) -> Encoded:
     """NF4 through bitsandbytes (CPU): blocks of s.group values of the flattened tensor, fp16 absmax."""
-    import torch
     import bitsandbytes.functional as bnbf
+    import torch
 
     flat = P.check_rows(w.reshape(1, -1))[0]
     if flat.size == 0:

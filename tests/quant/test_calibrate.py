@@ -34,7 +34,7 @@ def test_gptq_result_independent_of_validation_data(tiny, tiny_dir, tmp_path):
     results = []
     for folder in (tiny_dir, clean):           # garbage validation file vs a real, different one
         win = calibration_windows(folder, 2048, TINY.seq_len, TINY.vocab_size)
-        res = pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(), windows=win, progress=False)
+        res = pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win, progress=False)
         results.append(res)
     assert results[0].data == results[1].data
     assert "gptq" in set(results[0].scales.values())
@@ -67,6 +67,6 @@ def test_calibrated_pack_does_not_depend_on_torch_threads(tiny, tiny_dir):
     out = []
     for threads in (2, 1):
         torch.set_num_threads(threads)
-        out.append(pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(), windows=win,
+        out.append(pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win,
                               progress=False).data)
     assert out[0] == out[1]

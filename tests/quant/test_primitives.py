@@ -73,7 +73,8 @@ def test_clip_search_never_worse_than_absmax():
     for bits in (3, 4, 5):
         amax = P.absmax_clip(w)
         best = P.clip_search(w, bits)
-        err = lambda clip: P.weighted_sq_error(w, P.dequantize(*P.quantize_groups(w, bits, None, clip)), None)
+        def err(clip, bits=bits):
+            return P.weighted_sq_error(w, P.dequantize(*P.quantize_groups(w, bits, None, clip)), None)
         assert np.all(err(best) <= err(amax)) and np.any(err(best) < err(amax))
 
 
