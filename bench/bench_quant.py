@@ -40,8 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.checkpoint import load_checkpoint
+from core.families import build_model, eval_context
 from core.ingest import dequantize_int8_clean
-from core.model import RecurrentLM
+from core.sources import PGolfOptions, is_golfpack_checkpoint, load_source
+from core.tokenizer import Tokenizer
 from quant import formats
 from quant import primitives as P
 from quant.calibrate import calibration_windows
@@ -170,9 +172,8 @@ def serialize_shuffle_brotli(codes: dict, scales: dict, passthrough: dict) -> by
 
 # --- scoring -------------------------------------------------------------------------------------------------
 class Scorer:
-    def __init__(self, ckpt, data: Path, tokenizer: Path, work: Path) -> None:
-        self.ckpt, self.data, self.tokenizer, self.work = ckpt, data, tokenizer, work
-        self.body = checkpoint_body(ckpt)
+    def __init__(self, body: dict, data: Path, tokenizer: Path, work: Path) -> None:
+        self.body, self.data, self.tokenizer, self.work = body, data, tokenizer, work
         self.n = 0
 
     def artifact(self, data: bytes, label: str) -> float:
@@ -197,24 +198,32 @@ def main() -> None:
     ap.add_argument("--calib-tokens", type=int, default=8192)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quant.json")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy box)")
+    ap.add_argument("--mlp-power", type=int, default=None, help="Parameter Golf checkpoints: ReLU power")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    ckpt = load_checkpoint(args.ckpt)
-    state = {k: v.detach().float() for k, v in ckpt.tensors.items()}
+    if is_golfpack_checkpoint(args.ckpt) and load_checkpoint(args.ckpt).family == "recurrent":
+        ckpt = load_checkpoint(args.ckpt)
+        family, cfg, state, body = "recurrent", ckpt.config, dict(ckpt.tensors), checkpoint_body(ckpt)
+    else:                                   # a Parameter Golf checkpoint (.pt / .ptz / safetensors)
+        from quant.pack_foreign import pgolf_body
+
+        src = load_source(args.ckpt, PGolfOptions(mlp_power=args.mlp_power))
+        family, cfg, state = src.family, src.config, dict(src.tensors)
+        body = pgolf_body(src, Tokenizer.load(args.tokenizer).sha256)
+    state = {k: v.detach().float().contiguous() for k, v in state.items()}
     tensors = {k: v.numpy().copy() for k, v in state.items()}
     shapes = {k: v.shape for k, v in tensors.items()}
     params = sum(v.size for v in tensors.values())
-    model = RecurrentLM(ckpt.config)
-    model.load_state_dict(ckpt.tensors, strict=True)
-    model.eval()
-    sc = Scorer(ckpt, args.data, args.tokenizer, args.work)
+    model = build_model(family, cfg, state)
+    seq_len = eval_context(family, cfg)
+    sc = Scorer(body, args.data, args.tokenizer, args.work)
     log = lambda m: print(f"[{time.perf_counter() - t_start:7.1f}s] {m}", file=sys.stderr, flush=True)
 
     fp_bpb = sc.tensors(tensors, "fp32")
     log(f"fp32 reference {fp_bpb:.4f} bpb; {params:,} parameters")
-    windows = calibration_windows(args.data, args.calib_tokens, ckpt.config.seq_len, ckpt.config.vocab_size)
+    windows = calibration_windows(args.data, args.calib_tokens, seq_len, cfg.vocab_size)
     session = packer_for(model, tensors, sc.body, PackOptions(budget_bytes=10**12), windows=windows,
                          progress=True)
     code_bytes = session.code.compressed_bytes
