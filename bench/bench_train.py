@@ -43,15 +43,16 @@ def worker(spec: dict, result_path: Path) -> None:
     with distributed_session(spec["device"]) as ctx:
         res = train(mc, tc, tokens, tokens[:4096], None, progress=False, ctx=ctx)
         if ctx.is_main:
-            h, w = res.history, spec["warmup"]
-            timed = len(h) - w
-            if timed < 2:
+            h = res.history
+            if len(h) < 3:
                 raise RuntimeError(f"only {len(h)} steps in {spec['seconds']} s; raise --seconds")
+            w = min(spec["warmup"], len(h) - 2)  # a slow configuration keeps at least 2 timed steps
+            timed = len(h) - w
             seconds = h[-1]["seconds"] - h[w - 1]["seconds"]
             result_path.write_text(json.dumps({
                 "seconds": seconds, "steps": timed,
                 "tokens_per_second": timed * spec["batch_tokens"] / seconds,
-                "steps_per_second": timed / seconds, "world_size": ctx.world_size,
+                "steps_per_second": timed / seconds, "warmup_steps": w, "world_size": ctx.world_size,
                 "device": str(ctx.device), "final_train_loss": h[-1]["train_loss"]}))
 
 
@@ -117,7 +118,7 @@ def main() -> None:
         spec = dict(c, model=model, seconds=args.seconds, warmup=args.warmup, compile=False)
         runs = [run_one(spec, timeout_s=600) for _ in range(args.repeats)]
         best = max(runs, key=lambda r: r["tokens_per_second"])
-        row = {**c, "seconds_per_run": args.seconds, "warmup_steps": args.warmup,
+        row = {**c, "seconds_per_run": args.seconds, "warmup_steps": [r["warmup_steps"] for r in runs],
                "timed_steps": [r["steps"] for r in runs],
                "tokens_per_second": round(best["tokens_per_second"], 1),
                "steps_per_second": round(best["steps_per_second"], 3),
@@ -133,6 +134,8 @@ def main() -> None:
            "machine": {"cpu_count": cpu_count, "platform": platform.platform(),
                        "python": platform.python_version(), "torch": torch.__version__},
            "data": "uniform random tokens (throughput does not depend on token content)",
+           "load_note": "1-minute load average before/after each run; it includes the runs of this benchmark "
+                        "itself (the previous run, 1-2 busy processes) and other work on the machine",
            "model": model, "params": _params(model), "rows": rows, "gpu": gpu}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
