@@ -93,22 +93,36 @@ def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | 
         return formats.encode(w, fmt, searched(), method="clip_search")
     if method != "gptq":
         return formats.encode(w, fmt, method=method, sdclip_k=opts.sdclip_k)
+    variants = gptq_variants(w, fmt, hessian, opts, memo)
+    return min(variants, key=lambda ev: ev[0])[1]
+
+
+def gptq_variants(w: np.ndarray, fmt: str, hessian: Hessian, opts: PackOptions,
+                  memo: dict | None = None) -> list[tuple[float, formats.Encoded]]:
+    """(Hessian-weighted error, encoding) of GPTQ with each scale source: ternary's absmean; else absmax and
+    the diag-H-weighted clip searches of GPTQ_CLIP_GRIDS. Less clipping keeps the codes' entropy lower."""
+    memo = {} if memo is None else memo
+    s = formats.spec(fmt)
     if s.kind != "int" or hessian is None:
         raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
-    rows = P.check_rows(rows)
+    rows = P.check_rows(formats.as_rows(w))
+    diag = np.diag(hessian.matrix)
     cfg = gptq_config(opts)
     if cfg not in hessian.cache:
         hessian.cache[cfg] = prepare(hessian.matrix, cfg)
-    clips = ([P.absmean_clip(rows, s.group)] if s.ternary else
-             [P.absmax_clip(rows, s.group)] + [searched(g) for g in GPTQ_CLIP_GRIDS])
-    best = None
+    clips = [P.absmean_clip(rows, s.group)] if s.ternary else [P.absmax_clip(rows, s.group)]
+    for grid in ([] if s.ternary else GPTQ_CLIP_GRIDS):
+        key = ("clip", grid)
+        if key not in memo:
+            memo[key] = P.clip_search(rows, s.bits, s.group, grid, weights=diag)
+        clips.append(memo[key])
+    out = []
     for clip in clips:
         scales = P.scales_for_clip(clip, s.bits)
         codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
-        err = P.hessian_error(rows, P.dequantize(codes, scales, s.group), hessian.matrix)
-        if best is None or err < best[0]:
-            best = (err, codes, scales)
-    return formats.from_codes(fmt, best[1], best[2], "gptq")
+        err = P.hessian_error(rows, P.dequantize(codes, scales, s.group), hessian.matrix) / hessian.rows
+        out.append((err, formats.from_codes(fmt, codes, scales, "gptq")))
+    return out
 
 
 def error_of(w: np.ndarray, enc: formats.Encoded, hessian: Hessian | None) -> float:
@@ -193,6 +207,9 @@ def candidate_set(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple
                 continue
             memo: dict = {}
             for m in methods(fmt, fam_h, opts):
+                if m == "gptq":                  # every scale source: they trade bytes for error differently
+                    pool.extend((enc, err, estimated_bytes(enc)) for err, enc in gptq_variants(w, fmt, fam_h, opts, memo))
+                    continue
                 enc = encode_with(w, fmt, m, fam_h, opts, memo)
                 pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc)))
         pool = _pareto(pool, lambda it: it[2], lambda it: it[1], slack=1.03)

@@ -146,7 +146,7 @@ class Packer:
             options = self.options(cfg)
             evals0 = self.evaluator.evals
             mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals,
-                                 self.progress)
+                                 self.progress, cfg.noise_nats)
             self._measured[cfg] = options, {"mode": "planner", "sensitivity": mode,
                                             "evals": self.evaluator.evals - evals0,
                                             "options": sum(len(o) for o in options.values()),

@@ -4,8 +4,9 @@ calibration loss subject to the real packed size fitting a byte budget.
 1. Options: quant/candidates.py encodes each tensor in every menu format (best scale method each) and
    measures its stored bytes and its error; options dominated in (bytes, error) are dropped.
 2. Sensitivities: the change in mean calibration loss (nats/token, TRAINING tokens) when that one tensor
-   takes that option ("measured"; made monotone in the error by isotonic regression, so noise cannot rank
-   a worse reconstruction above a better one), or, for large models, alpha_t x error with alpha_t fitted
+   takes that option ("measured"; changes below a noise floor follow a power law in the error fitted to the
+   significant ones, then an isotonic fit makes them monotone in the error, so noise cannot rank a worse
+   reconstruction above a better one), or, for large models, alpha_t x error with alpha_t fitted
    per tensor on two measured probes ("hessian"); "auto" measures when the evaluations fit a cap.
 3. Solve: the multiple-choice knapsack, exactly, by dynamic programming over bytes (a tensor's bytes are
    rounded up to the DP's byte unit, so a solution never over-runs the payload budget).
@@ -39,6 +40,7 @@ class PlannerConfig:
     menu: tuple[str, ...] = DEFAULT_MENU
     sensitivity: str = "auto"
     max_measured_evals: int = 300
+    noise_nats: float = 2e-4        # measured loss changes below this are treated as noise (see _smooth)
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.menu if f not in C.TENSOR_FORMATS]
@@ -47,6 +49,8 @@ class PlannerConfig:
                               f"{sorted(C.TENSOR_FORMATS)}")
         if self.sensitivity not in SENSITIVITY_MODES:
             raise ConfigError(f"PlannerConfig.sensitivity={self.sensitivity!r}: one of {SENSITIVITY_MODES}")
+        if not self.noise_nats >= 0:
+            raise ConfigError(f"PlannerConfig.noise_nats={self.noise_nats}: must be >= 0")
         if self.max_measured_evals < 0:
             raise ConfigError(f"PlannerConfig.max_measured_evals={self.max_measured_evals}: must be >= 0")
 
@@ -82,16 +86,34 @@ def isotonic(values: list[float]) -> list[float]:
     return [m for m, w in blocks for _ in range(int(w))]
 
 
-def _monotone(opts: list[Option]) -> None:
-    """dloss = max(0, isotonic fit of the measurements in increasing error), per error family."""
+def _smooth(opts: list[Option], noise_nats: float) -> None:
+    """dloss from the measurements, per error family: a measurement above the noise floor stands; one below it
+    is replaced by a power law dloss = a * error^b fitted (in logs) to the significant ones, capped at the
+    floor, so that tiny differences of noise cannot rank a worse reconstruction above a better one and spare
+    bytes still buy lower error; then an isotonic fit in increasing error, floored at 0."""
     for fam in {o.cand.family for o in opts}:
         group = sorted((o for o in opts if o.cand.family == fam), key=lambda o: o.cand.error)
-        for o, v in zip(group, isotonic([o.measured for o in group])):
+        sig = [(math.log(o.cand.error), math.log(o.measured)) for o in group
+               if o.measured > noise_nats and o.cand.error > 0]
+        top = max((o.cand.error for o in group), default=0.0)
+        if len(sig) >= 2:
+            xs, ys = np.array(sig).T
+            b = float(np.clip(np.polyfit(xs, ys, 1)[0], 0.5, 2.0)) if np.ptp(xs) > 0 else 1.0
+            a = float(np.mean(ys - b * xs))
+        elif sig:
+            b, a = 1.0, sig[0][1] - sig[0][0]
+        else:
+            b, a = 1.0, math.log(noise_nats / top) if top > 0 else 0.0
+        vals = []
+        for o in group:
+            curve = math.exp(a) * o.cand.error ** b if o.cand.error > 0 else 0.0
+            vals.append(o.measured if o.measured > noise_nats else min(curve, noise_nats))
+        for o, v in zip(group, isotonic(vals)):
             o.dloss = max(v, 0.0)
 
 
 def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_evals: int,
-                  progress: bool = True) -> str:
+                  progress: bool = True, noise_nats: float = 2e-4) -> str:
     """Fill Option.dloss for every tensor with more than one option; returns the mode used.
 
     loss_of(name, cand) -> loss increase (nats/token) with that one tensor replaced by the candidate.
@@ -110,7 +132,7 @@ def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_eval
             done += 1
             bar.update(done, tensor=name.split(".weight")[0][-24:])
         if mode == "measured":
-            _monotone(opts)
+            _smooth(opts, noise_nats)
         else:
             for fam in {o.cand.family for o in opts}:
                 meas = [o for o in probes[name] if o.cand.family == fam]
