@@ -451,8 +451,10 @@ def experiment(artifact, data, tokenizer, calib_data, fractions, signals, calib_
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--train-seconds", type=float, default=180.0, show_default=True)
+@click.option("--threads", type=int, default=None,
+              help="torch threads for training (default: torch's choice; 1 is faster on a busy machine).")
 @click.option("--json", "as_json", is_flag=True)
-def demo(out, train_seconds, as_json):
+def demo(out, train_seconds, threads, as_json):
     """Embedded corpus -> tokenizer -> shards -> train -> pack -> audit -> verify, then a summary."""
     from core.config import ModelConfig
     from core.dataset import prepare_default_data
@@ -475,7 +477,7 @@ def demo(out, train_seconds, as_json):
     bundle = prepare_default_data(out)
     log(f"[2/5] training for {train_seconds:.0f} s")
     trained = run_train(out, bundle.tokenizer_path, out, ModelConfig(),
-                        TrainConfig(train_seconds=train_seconds, two_exit=True), name="pydocs_recurrent")
+                        TrainConfig(train_seconds=train_seconds, two_exit=True, threads=threads), name="pydocs_recurrent")
     artifact = out / "pydocs_recurrent.gpk"
     log(f"[3/5] packing {artifact} (routing rule calibrated on the training shards)")
     route = routing_calibrator(load_tokens(find_shards(out, "train")), RouteOptions())
