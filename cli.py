@@ -175,6 +175,13 @@ def ingest(checkpoint, out, tokenizer, as_json, **kw):
 
 
 # --- pack ----------------------------------------------------------------------------------------------------
+def codec_options(names: list[str]) -> dict:
+    """PackOptions fields for `--codecs A,B,...`: the first is `codec`, the rest `extra_codecs`."""
+    if not names:
+        raise UsageError("--codecs needs at least one codec name")
+    return {"codec": names[0], "extra_codecs": tuple(names[1:])}
+
+
 def route_options(f):
     """The routing rule pack calibrates (on --calib-data's TRAINING shards, after quantization)."""
     for opt in reversed([
@@ -246,6 +253,8 @@ def route_from(kw: dict, checkpoint, calib_data):
 @click.option("--scale-method", default="best", show_default=True,
               type=click.Choice(["best", "absmax", "clip_search", "sdclip", "gptq"]),
               help="How integer scales are chosen; best = least (Hessian-weighted) error per tensor.")
+@click.option("--codecs", "codec_list", default="zstd,ans,brotli-shuffle", show_default=True,
+              help="Codecs tried for every section (the smallest wins; raw if none is smaller).")
 @click.option("--formats", "menu", default=None,
               help="Comma-separated formats the planner may choose for matrices (default: quant.planner."
                    "DEFAULT_MENU).")
@@ -253,7 +262,7 @@ def route_from(kw: dict, checkpoint, calib_data):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, calib_data,
-         calib_tokens, fill, plan_file, plan_out, scale_method, menu, as_json, **kw):
+         calib_tokens, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact file under the
     byte budget."""
     from core.sources import checkpoint_family
@@ -264,7 +273,8 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
 
     refuse_same_path(out, [checkpoint, tokenizer, plan_file])   # every input file, before any work
     opts = PackOptions(embed_format=embed_format, matrix_format=matrix_format, control_format=control_format,
-                       budget_bytes=budget_bytes, scale_method=scale_method)
+                       budget_bytes=budget_bytes, scale_method=scale_method,
+                       **codec_options([c.strip() for c in codec_list.split(",") if c.strip()]))
     if plan_file is not None and fill:
         raise UsageError("--plan gives the formats, so the planner does not choose them: drop --fill (and "
                          "--budget-bytes still caps the result)")

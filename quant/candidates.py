@@ -13,7 +13,7 @@ Must not: choose formats across tensors (quant/planner.py) or write files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +34,12 @@ class Candidate:
     bytes: int                  # stored payload bytes of the tensor's sections
     error: float                # Hessian-weighted error per calibration row, or sum of squared errors
     weighted: bool              # error is Hessian-weighted
+    variant: str | None = None  # which scale source within the method (see encodings)
+
+    @property
+    def label(self) -> str | None:
+        """method[:variant], as plan files name it (None for float formats)."""
+        return self.method if self.variant is None else f"{self.method}:{self.variant}"
 
     @property
     def family(self) -> str:
@@ -68,61 +74,54 @@ def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bo
                      f"it supports {can}; use --scale-method best")
 
 
-GPTQ_CLIP_GRIDS = (P.CLIP_FRACTIONS[30:], P.CLIP_FRACTIONS)   # 0.80..1.00 and 0.50..1.00 of the row max
+GPTQ_CLIP_GRIDS = {"clip0.9": P.CLIP_FRACTIONS[40:], "clip0.8": P.CLIP_FRACTIONS[30:],
+                   "clip0.5": P.CLIP_FRACTIONS}                      # fractions of the row maximum searched
+VARIANTS = {"gptq": ("absmax", "absmean", *GPTQ_CLIP_GRIDS), "clip_search": ("weighted", "plain")}
+
+
+def encodings(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | None, opts: PackOptions,
+              memo: dict | None = None) -> list[tuple[str | None, formats.Encoded]]:
+    """(variant, encoding) of w in fmt by one scale method (`memo` shares clip searches between methods).
+
+    clip_search: "weighted" by diag H when a Hessian is given, else "plain". gptq: one per scale source,
+    "absmean" for ternary, else "absmax" and the diag-H-weighted clip searches of GPTQ_CLIP_GRIDS (clipping
+    that suits round-to-nearest can hurt once GPTQ feeds the errors forward, and less clipping keeps the
+    codes' entropy lower). Other methods have one encoding and no variant."""
+    memo = {} if memo is None else memo
+    s = formats.spec(fmt)
+    diag = np.diag(hessian.matrix) if hessian is not None else None
+
+    def searched(grid):
+        key = ("clip", grid, hessian is not None)
+        if key not in memo:
+            memo[key] = P.clip_search(P.check_rows(formats.as_rows(w)), s.bits, s.group, grid, weights=diag)
+        return memo[key]
+
+    if method == "clip_search" and s.kind == "int" and not s.ternary:
+        return [("weighted" if hessian is not None else "plain",
+                 formats.encode(w, fmt, searched(P.CLIP_FRACTIONS), method="clip_search"))]
+    if method != "gptq":
+        return [(None, formats.encode(w, fmt, method=method, sdclip_k=opts.sdclip_k))]
+    if s.kind != "int" or hessian is None:
+        raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
+    rows = P.check_rows(formats.as_rows(w))
+    cfg = gptq_config(opts)
+    if cfg not in hessian.cache:
+        hessian.cache[cfg] = prepare(hessian.matrix, cfg)
+    clips = ({"absmean": P.absmean_clip(rows, s.group)} if s.ternary else
+             {"absmax": P.absmax_clip(rows, s.group), **{k: searched(g) for k, g in GPTQ_CLIP_GRIDS.items()}})
+    out = []
+    for variant, clip in clips.items():
+        scales = P.scales_for_clip(clip, s.bits)
+        codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
+        out.append((variant, formats.from_codes(fmt, codes, scales, "gptq")))
+    return out
 
 
 def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | None,
                 opts: PackOptions, memo: dict | None = None) -> formats.Encoded:
-    """Encode w in fmt with one scale method (`memo` shares clip searches between methods).
-
-    GPTQ's scales: ternary's absmean; otherwise the one of absmax, the diag-H-weighted clip search over
-    0.8..1.0 and over 0.5..1.0 of the row maximum whose GPTQ result has the least Hessian-weighted error
-    (clipping that suits round-to-nearest can hurt once GPTQ feeds the errors forward)."""
-    memo = {} if memo is None else memo
-    diag = np.diag(hessian.matrix) if hessian is not None else None
-    s = formats.spec(fmt)
-    rows = formats.as_rows(w)
-
-    def searched(grid=P.CLIP_FRACTIONS):
-        key = ("clip", grid)
-        if key not in memo:
-            memo[key] = P.clip_search(P.check_rows(rows), s.bits, s.group, grid, weights=diag)
-        return memo[key]
-
-    if method == "clip_search" and s.kind == "int" and not s.ternary:
-        return formats.encode(w, fmt, searched(), method="clip_search")
-    if method != "gptq":
-        return formats.encode(w, fmt, method=method, sdclip_k=opts.sdclip_k)
-    variants = gptq_variants(w, fmt, hessian, opts, memo)
-    return min(variants, key=lambda ev: ev[0])[1]
-
-
-def gptq_variants(w: np.ndarray, fmt: str, hessian: Hessian, opts: PackOptions,
-                  memo: dict | None = None) -> list[tuple[float, formats.Encoded]]:
-    """(Hessian-weighted error, encoding) of GPTQ with each scale source: ternary's absmean; else absmax and
-    the diag-H-weighted clip searches of GPTQ_CLIP_GRIDS. Less clipping keeps the codes' entropy lower."""
-    memo = {} if memo is None else memo
-    s = formats.spec(fmt)
-    if s.kind != "int" or hessian is None:
-        raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
-    rows = P.check_rows(formats.as_rows(w))
-    diag = np.diag(hessian.matrix)
-    cfg = gptq_config(opts)
-    if cfg not in hessian.cache:
-        hessian.cache[cfg] = prepare(hessian.matrix, cfg)
-    clips = [P.absmean_clip(rows, s.group)] if s.ternary else [P.absmax_clip(rows, s.group)]
-    for grid in ([] if s.ternary else GPTQ_CLIP_GRIDS):
-        key = ("clip", grid)
-        if key not in memo:
-            memo[key] = P.clip_search(rows, s.bits, s.group, grid, weights=diag)
-        clips.append(memo[key])
-    out = []
-    for clip in clips:
-        scales = P.scales_for_clip(clip, s.bits)
-        codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
-        err = P.hessian_error(rows, P.dequantize(codes, scales, s.group), hessian.matrix) / hessian.rows
-        out.append((err, formats.from_codes(fmt, codes, scales, "gptq")))
-    return out
+    """The least-error encoding of w in fmt by one scale method (over its variants)."""
+    return min(encodings(w, fmt, method, hessian, opts, memo), key=lambda ve: error_of(w, ve[1], hessian))[1]
 
 
 def error_of(w: np.ndarray, enc: formats.Encoded, hessian: Hessian | None) -> float:
@@ -134,19 +133,32 @@ def error_of(w: np.ndarray, enc: formats.Encoded, hessian: Hessian | None) -> fl
 
 
 def best_candidate(name: str, w: np.ndarray, fmt: str, hessian: Hessian | None, opts: PackOptions,
-                   allow_gptq: bool = True) -> Candidate:
-    """The least-error encoding of w in fmt among the methods that apply (ties: the earlier method)."""
+                   allow_gptq: bool = True, scale: str | None = None) -> Candidate:
+    """The least-error encoding of w in fmt among the methods (and variants) that apply, or exactly the
+    `scale` label given ("gptq", "gptq:absmax", "clip_search:plain", ...). Ties go to the earlier one."""
     w = np.asarray(w, dtype=np.float32)
     h = usable_hessian(w, hessian)
+    method, _, variant = (scale or "").partition(":")
+    if scale is not None:
+        opts = replace(opts, scale_method=method)
+        if variant and variant not in VARIANTS.get(method, ()):
+            raise QuantError(f"tensor {name!r}: unknown variant {variant!r} of scale method {method!r}; known: "
+                             f"{list(VARIANTS.get(method, ()))}")
+        if variant == "plain":
+            h = None
     best, memo = None, {}
     for m in methods(fmt, h, opts, allow_gptq):
-        enc = encode_with(w, fmt, m, h, opts, memo)
-        err = error_of(w, enc, h)
-        if best is None or err < best[1]:
-            best = (enc, err)
-    enc, err = best
+        for v, enc in encodings(w, fmt, m, h, opts, memo):
+            if variant and v != variant:
+                continue
+            err = error_of(w, enc, h)
+            if best is None or err < best[1]:
+                best = (enc, err, v)
+    if best is None:
+        raise QuantError(f"tensor {name!r}: scale {scale!r} does not apply to format {fmt!r}")
+    enc, err, v = best
     _, _, nbytes = sized_tensor_sections(name, enc, opts)
-    return Candidate(name, fmt, enc.scale, enc, nbytes, err, h is not None)
+    return Candidate(name, fmt, enc.scale, enc, nbytes, err, h is not None, v)
 
 
 def applies(fmt: str, w: np.ndarray) -> bool:
@@ -206,14 +218,11 @@ def candidate_set(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple
             if not applies(fmt, w):
                 continue
             memo: dict = {}
-            for m in methods(fmt, fam_h, opts):
-                if m == "gptq":                  # every scale source: they trade bytes for error differently
-                    pool.extend((enc, err, estimated_bytes(enc)) for err, enc in gptq_variants(w, fmt, fam_h, opts, memo))
-                    continue
-                enc = encode_with(w, fmt, m, fam_h, opts, memo)
-                pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc)))
+            for m in methods(fmt, fam_h, opts):     # every variant: they trade bytes for error differently
+                for v, enc in encodings(w, fmt, m, fam_h, opts, memo):
+                    pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc), v))
         pool = _pareto(pool, lambda it: it[2], lambda it: it[1], slack=1.03)
-        exact = [Candidate(name, e.format, e.scale, e, sized_tensor_sections(name, e, opts)[2], err, fam_h is not None)
-                 for e, err, _ in pool]
+        exact = [Candidate(name, e.format, e.scale, e, sized_tensor_sections(name, e, opts)[2], err,
+                           fam_h is not None, v) for e, err, _, v in pool]
         out.extend(_pareto(exact, lambda c: c.bytes, lambda c: c.error))
     return out

@@ -108,13 +108,15 @@ def _codec_params(opts: PackOptions, codec: str | None = None) -> dict:
     return {"level": opts.zstd_level} if (codec or opts.codec) == "zstd" else {}
 
 
-def tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) -> tuple[dict, list[SectionSpec]]:
-    """Manifest entry and sections for one encoded tensor."""
-    entry, specs, _ = sized_tensor_sections(name, enc, opts)
+def tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions,
+                    prefix: str | None = None) -> tuple[dict, list[SectionSpec]]:
+    """Manifest entry and sections (named `<prefix>/<role>`, prefix default: the tensor's name)."""
+    entry, specs, _ = sized_tensor_sections(name, enc, opts, prefix)
     return entry, specs
 
 
-def sized_tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) -> tuple[dict, list[SectionSpec], int]:
+def sized_tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions,
+                          prefix: str | None = None) -> tuple[dict, list[SectionSpec], int]:
     """tensor_sections plus the payload bytes its sections will occupy (exactly what the writer stores)."""
     specs, roles, stored_bytes = [], {}, 0
     for role in sorted(enc.arrays):
@@ -123,7 +125,7 @@ def sized_tensor_sections(name: str, enc: formats.Encoded, opts: PackOptions) ->
         if role == "codes":
             params["bits"] = enc.bits
         raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        sec_name = f"{name}/{role}"
+        sec_name = f"{name if prefix is None else prefix}/{role}"
         spec, n = sized_section(sec_name, raw, params, opts)
         specs.append(spec)
         stored_bytes += n
@@ -171,7 +173,7 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
         aliases = find_duplicates(tensors, is_embedding) if opts.dedup else {}
     encoded = dict(encoded or {})
     entries, specs = [], []
-    for name in sorted(tensors):
+    for index, name in enumerate(sorted(tensors)):
         if name in aliases:
             entries.append({"name": name, "shape": list(shapes[name]), "alias_of": aliases[name]})
             plan[name] = plan[aliases[name]]
@@ -180,7 +182,9 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
         if enc is None or enc.format != plan[name]:
             enc = best_candidate(name, tensors[name], plan[name], (hessians or {}).get(name), opts).enc
         encoded[name] = enc
-        entry, secs = tensor_sections(name, enc, opts)
+        # sections are named by the tensor's index: the manifest names each tensor once (its table entry
+        # maps roles to sections), and on a small model the repeated long names cost over 1% of the file
+        entry, secs = tensor_sections(name, enc, opts, prefix=str(index))
         entries.append({"name": name, "shape": list(shapes[name]), **entry})
         specs.extend(secs)
     full = dict(body, tensors=entries, tool={"name": "golfpack", "version": TOOL_VERSION},

@@ -109,10 +109,9 @@ class Packer:
         bar = Progress("encode", len(self.stored), enabled=self.progress)
         for i, n in enumerate(self.stored):
             fmt, scale = plan[n]
-            opts = self.opts if scale is None else replace(self.opts, scale_method=scale)
-            c = best_candidate(n, self.tensors[n], fmt, self.hessians.get(n), opts)
+            c = best_candidate(n, self.tensors[n], fmt, self.hessians.get(n), self.opts, scale=scale)
             if c.method == "gptq" and scale is None and n in self.head_names and self.evaluator is not None:
-                alt = best_candidate(n, self.tensors[n], fmt, None, opts)
+                alt = best_candidate(n, self.tensors[n], fmt, None, self.opts)
                 if self.loss_delta(n, alt) < self.loss_delta(n, c):
                     c = alt
             out[n] = c

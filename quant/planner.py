@@ -26,7 +26,7 @@ from core.progress import Progress
 from packer import constants as C
 from packer.errors import BudgetError, ConfigError, UsageError
 from quant import formats
-from quant.candidates import Candidate
+from quant.candidates import VARIANTS, Candidate
 
 DEFAULT_MENU = tuple(f"int{b}_{g}" for b in (8, 7, 6, 5, 4, 3) for g in ("row", "g64", "g128")) + (
     "ternary_row", "ternary_g64", "nf4_g64", "fp16")
@@ -198,7 +198,7 @@ def plan_document(rows: list[tuple[str, Candidate, float | None]], aliases: dict
                   extra: dict) -> dict:
     """The JSON plan (--plan-out; --plan reads it back): per stored tensor its format, scale method, stored
     bytes and predicted loss increase (None when not predicted), plus the aliases."""
-    tensors = {n: {"format": c.format, "scale": c.method, "bytes": c.bytes, "predicted_dloss_nats": d}
+    tensors = {n: {"format": c.format, "scale": c.label, "bytes": c.bytes, "predicted_dloss_nats": d}
                for n, c, d in sorted(rows, key=lambda r: r[0])}
     known = [d for _, _, d in rows if d is not None]
     return {"golfpack_plan": PLAN_VERSION, "budget_bytes": budget_bytes, "tensors": tensors,
@@ -207,8 +207,8 @@ def plan_document(rows: list[tuple[str, Candidate, float | None]], aliases: dict
 
 
 def read_plan(path: Path) -> dict[str, tuple[str, str | None]]:
-    """name -> (format, scale method or None) from a plan JSON: {"tensors": {name: fmt | {"format", "scale"}}}
-    (as --plan-out writes it) or a flat {name: fmt | {...}}."""
+    """name -> (format, scale label or None) from a plan JSON: {"tensors": {name: fmt | {"format", "scale"}}}
+    (as --plan-out writes it) or a flat {name: fmt | {...}}; a scale label is METHOD or METHOD:VARIANT."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -222,9 +222,10 @@ def read_plan(path: Path) -> dict[str, tuple[str, str | None]]:
             (v.get("format"), v.get("scale")) if isinstance(v, dict) else (None, None))
         if fmt not in C.TENSOR_FORMATS:
             raise UsageError(f"--plan {path}: tensor {name!r} has format {fmt!r}; known: {sorted(C.TENSOR_FORMATS)}")
-        if scale is not None and scale not in C.SCALE_METHODS:
-            raise UsageError(f"--plan {path}: tensor {name!r} has scale {scale!r}; known: "
-                             f"{sorted(C.SCALE_METHODS)} (or omit it for the best)")
+        if scale is not None and (not isinstance(scale, str) or scale.partition(":")[0] not in C.SCALE_METHODS
+                                  or scale.partition(":")[2] not in ("", *VARIANTS.get(scale.partition(":")[0], ()))):
+            raise UsageError(f"--plan {path}: tensor {name!r} has scale {scale!r}; known: METHOD or METHOD:VARIANT "
+                             f"with METHOD in {sorted(C.SCALE_METHODS)} and variants {VARIANTS} (or omit it)")
         if scale is not None and formats.spec(fmt).kind == "float":
             raise UsageError(f"--plan {path}: tensor {name!r} is {fmt}, which has no scale method")
         out[name] = (fmt, scale)
