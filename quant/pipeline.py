@@ -28,7 +28,8 @@ from quant import formats
 from quant.calibrate import Hessian, LossEvaluator, collect_hessians, default_head_inputs
 from quant.candidates import Candidate, best_candidate, candidate_set
 from quant.pack import PackOptions, PackResult, default_plan, is_control, is_embedding, pack_tensors
-from quant.planner import Option, PlannerConfig, pareto, plan_document, sensitivities, solve
+from quant.planner import (Option, PlannerConfig, pareto, plan_document, restrict, sensitivities, solve,
+                           uniform_seeds)
 from quant.tying import alias_groups, find_duplicates
 
 Route = Callable[[bytes], dict]
@@ -152,8 +153,21 @@ class Packer:
                                             "options_seconds": round(time.perf_counter() - t0, 3)}
         return self._measured[cfg]
 
+    def joint_delta(self, cands: dict[str, Candidate]) -> float:
+        """Calibration loss change with every stored tensor (and its aliases) replaced by its candidate."""
+        repl = {}
+        for name, cand in cands.items():
+            w_hat = formats.decode(cand.format, cand.enc.arrays, self.shapes[name])
+            for n in [name] + [a for a, t in self.aliases.items() if t == name]:
+                if n in self.evaluator.params:
+                    repl[n] = w_hat
+        return self.evaluator.loss_with(repl) - self.evaluator.base
+
     def plan_to_budget(self, cfg: PlannerConfig, budget_bytes: int | None = None) -> PackResult:
-        """The planner's artifact for budget_bytes (default opts.budget_bytes), confirmed by packing."""
+        """The planner's artifact for budget_bytes (default opts.budget_bytes), confirmed by packing.
+
+        The additive solve and the solves from each fitting uniform seed (quant.planner.uniform_seeds) are
+        scored by their measured joint calibration loss; the best is confirmed by packing."""
         if self.evaluator is None:
             raise UsageError("the budget planner needs calibration tokens to measure sensitivities: pass "
                              "--calib-data DIR (a folder with *_train_*.bin shards of the model's tokenizer)")
@@ -161,14 +175,42 @@ class Packer:
         budget = opts.budget_bytes
         t0 = time.perf_counter()
         options, facts = self.measured_options(cfg)
-        mode = facts["sensitivity"]
         cheapest = {n: min(o, key=lambda o: (o.cand.bytes, o.cand.error)) for n, o in options.items()}
         trial = self.pack({n: o.cand for n, o in cheapest.items()}, {}, with_route=False, opts=opts)
         overhead = trial.total_bytes - sum(o.cand.bytes for o in cheapest.values())
         if trial.total_bytes > budget:
             raise BudgetError(f"even the smallest plan ({trial.total_bytes} B with code, {overhead} B of it "
                               f"manifest, headers and code) exceeds the budget {budget} B; raise --budget-bytes")
-        target, best, last = budget - overhead, None, None
+        target = budget - overhead
+        starts = {"additive": options, **{k: restrict(options, seed) for k, seed in
+                                          uniform_seeds(options, is_embedding, target).items()}}
+        joint = []
+        for label, opt_set in starts.items():
+            choice = solve(opt_set, target)
+            joint.append({"start": label, "payload_bytes": sum(o.cand.bytes for o in choice.values()),
+                          "predicted_dloss_nats": sum(o.dloss for o in choice.values()),
+                          "measured_dloss_nats": self.joint_delta({n: o.cand for n, o in choice.items()})})
+        win = min(joint, key=lambda j: (j["measured_dloss_nats"], j["start"] != "additive"))
+        facts = {**facts, "start": win["start"], "joint": joint}
+        best = self._confirm(starts[win["start"]], target, budget, opts, facts)
+        if best is None and win["start"] != "additive":
+            best = self._confirm(options, target, budget, opts, {**facts, "start": "additive"})
+        if best is None:
+            raise BudgetError(f"no plan fit the budget {budget} B after {MAX_CONFIRM_ROUNDS} confirming packs")
+        predicted, res, cands = best
+        res.report["measured_dloss_nats"] = self.joint_delta(cands)
+        res.report["seconds"] = round(time.perf_counter() - t0, 3)
+        log(f"planner: {res.total_bytes:,} B of {budget:,} B ({100 * res.total_bytes / budget:.2f}%), start "
+            f"{win['start']} (best of {len(joint)} by joint calibration loss), loss increase predicted "
+            f"{predicted:.5f} / measured {res.report['measured_dloss_nats']:.5f} nats/token, "
+            f"{facts['evals']} evaluations ({facts['sensitivity']})", self.progress)
+        return res
+
+    def _confirm(self, options: dict[str, list[Option]], target: int, budget: int, opts: PackOptions,
+                 facts: dict) -> tuple[float, PackResult, dict[str, Candidate]] | None:
+        """Solve and pack until the artifact fits `budget` as closely as the options allow: the payload target
+        grows by what a pack left unused and shrinks by any excess. (predicted dloss, result, encodings) or None."""
+        best, last = None, None
         for _ in range(MAX_CONFIRM_ROUNDS):
             choice = solve(options, target)
             key = tuple((n, id(o)) for n, o in sorted(choice.items()))
@@ -177,22 +219,16 @@ class Packer:
             last = key
             predicted = sum(o.dloss for o in choice.values())
             doc = plan_document([(n, o.cand, o.dloss) for n, o in choice.items()], self.aliases, budget,
-                                {"sensitivity": mode})
-            res = self.pack({n: o.cand for n, o in choice.items()},
-                            {**facts, "plan": doc, "predicted_dloss_nats": predicted}, opts=opts)
+                                {"sensitivity": facts["sensitivity"], "start": facts["start"]})
+            cands = {n: o.cand for n, o in choice.items()}
+            res = self.pack(cands, {**facts, "plan": doc, "predicted_dloss_nats": predicted}, opts=opts)
             if res.total_bytes <= budget:
                 if best is None or predicted < best[0] or (predicted == best[0] and res.total_bytes > best[1].total_bytes):
-                    best = (predicted, res)
+                    best = (predicted, res, cands)
                 target += budget - res.total_bytes          # the manifest came out smaller: offer the rest
-            else:
-                target -= res.total_bytes - budget
-        if best is None:
-            raise BudgetError(f"no plan fit the budget {budget} B after {MAX_CONFIRM_ROUNDS} confirming packs")
-        res = best[1]
-        res.report["seconds"] = round(time.perf_counter() - t0, 3)
-        log(f"planner: {res.total_bytes:,} B of {budget:,} B ({100 * res.total_bytes / budget:.2f}%), predicted "
-            f"loss increase {best[0]:.5f} nats/token, {facts['evals']} evaluations ({mode})", self.progress)
-        return res
+            else:                                           # below this choice's payload, or it repeats
+                target = min(target, sum(c.bytes for c in cands.values())) - (res.total_bytes - budget)
+        return best
 
 
 def _method_applies(fmt: str, opts: PackOptions, has_hessian: bool) -> bool:

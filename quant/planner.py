@@ -10,6 +10,10 @@ calibration loss subject to the real packed size fitting a byte budget.
    per tensor on two measured probes ("hessian"); "auto" measures when the evaluations fit a cap.
 3. Solve: the multiple-choice knapsack, exactly, by dynamic programming over bytes (a tensor's bytes are
    rounded up to the DP's byte unit, so a solution never over-runs the payload budget).
+4. Joint check: per-tensor losses do not add up exactly (at low bits the damage compounds), so the solve is
+   also run from uniform starting points (`uniform_seeds`: every matrix at b bits, the embedding at b or 8 —
+   the schemes entries pick by hand), each allowed only the options that improve on its start
+   (`restrict`); quant/pipeline.py measures the joint calibration loss of every such plan and keeps the best.
 quant/pipeline.py confirms by packing and adjusts for the manifest. Must not write files.
 """
 
@@ -191,6 +195,39 @@ def solve(options: dict[str, list[Option]], payload_budget: int) -> dict[str, Op
         out[n] = o
         u -= -(-o.cand.bytes // unit)
     return out
+
+
+def bits_of(fmt: str) -> int:
+    """Nominal bits per value of a format (16 for the float passthroughs)."""
+    return formats.spec(fmt).bits or 16
+
+
+def uniform_seeds(options: dict[str, list[Option]], is_embedding, payload_budget: int
+                  ) -> dict[str, dict[str, Option]]:
+    """Starting plans that fit payload_budget: "int<b>/emb<e>" puts every tensor with a choice at its cheapest
+    option of b bits (the cheapest wider one if none has b bits) and the embedding at e in {b, 8} bits."""
+    widths = sorted({bits_of(o.cand.format) for opts in options.values() for o in opts
+                     if formats.spec(o.cand.format).kind != "float"})
+
+    def at(opts: list[Option], b: int) -> Option:
+        wide = [o for o in opts if bits_of(o.cand.format) >= b] or opts
+        exact = [o for o in wide if bits_of(o.cand.format) == b] or wide
+        return min(exact, key=lambda o: (o.cand.bytes, o.cand.error))
+
+    out = {}
+    for b in widths:
+        for e in sorted({b, 8}):
+            if e < b:
+                continue
+            seed = {n: at(o, e if is_embedding(n) else b) for n, o in options.items()}
+            if sum(o.cand.bytes for o in seed.values()) <= payload_budget:
+                out[f"int{b}/emb{e}"] = seed
+    return out
+
+
+def restrict(options: dict[str, list[Option]], seed: dict[str, Option]) -> dict[str, list[Option]]:
+    """Per tensor, its seed option and the options predicted to lose no more than it (upgrades only)."""
+    return {n: [o for o in opts if o is seed[n] or o.dloss <= seed[n].dloss] for n, opts in options.items()}
 
 
 # --- plan files ----------------------------------------------------------------------------------------------

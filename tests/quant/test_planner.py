@@ -13,15 +13,15 @@ from quant.calibrate import calibration_windows
 from quant.candidates import Candidate
 from quant.pack import PackOptions
 from quant.pipeline import pack_model, packer_for
-from quant.planner import Option, PlannerConfig, isotonic, pareto, read_plan, solve
+from quant.planner import Option, PlannerConfig, isotonic, pareto, read_plan, restrict, solve, uniform_seeds
 
 FAST = ()   # codecs beyond zstd: the planner's logic does not depend on them, and ANS is slow on tiny tensors
 MENU = ("int8_row", "int6_row", "int5_row", "int4_row", "int4_g64", "int3_row", "int3_g64", "fp16")
 
 
-def fake(name, nbytes, err, dloss):
-    enc = formats.Encoded("fp16", {})
-    return Option(Candidate(name, "fp16", None, enc, nbytes, err, True), dloss)
+def fake(name, nbytes, err, dloss, fmt="fp16"):
+    enc = formats.Encoded(fmt, {})
+    return Option(Candidate(name, fmt, None, enc, nbytes, err, True), dloss)
 
 
 def test_solve_is_exact_and_within_budget():
@@ -111,3 +111,27 @@ def test_plan_document_round_trips(setup, tmp_path):
     again = run(res.budget_bytes, plan=plan)
     assert again.plan == res.plan and again.scales == res.scales
     assert again.report["mode"] == "plan"
+
+
+def test_uniform_seeds_fit_and_restrict_keeps_only_upgrades():
+    opts = {n: [fake(n, b, e, d, f) for f, b, e, d in (("int3_row", 30, 9.0, 0.9), ("int3_g64", 34, 7.0, 0.7),
+                                                         ("int4_row", 40, 4.0, 0.4), ("int8_row", 80, 1.0, 0.1))]
+            for n in ("tok_emb.weight", "blocks.0.fc.weight")}
+    seeds = uniform_seeds(opts, lambda n: n.startswith("tok_emb"), 10**6)
+    assert set(seeds) == {"int3/emb3", "int3/emb8", "int4/emb4", "int4/emb8", "int8/emb8"}
+    s = seeds["int3/emb8"]
+    assert (s["tok_emb.weight"].cand.format, s["blocks.0.fc.weight"].cand.format) == ("int8_row", "int3_row")
+    assert set(uniform_seeds(opts, lambda n: n.startswith("tok_emb"), 70)) == {"int3/emb3"}   # emb8 needs 110
+    up = restrict(opts, seeds["int4/emb4"])
+    assert [o.cand.format for o in up["blocks.0.fc.weight"]] == ["int4_row", "int8_row"]
+
+
+def test_planner_keeps_the_start_with_the_least_joint_loss(setup):
+    run, full, low, high = setup
+    res = run(int(low.total_bytes + 0.3 * (high.total_bytes - low.total_bytes)))
+    joint = res.report["joint"]
+    assert joint[0]["start"] == "additive" and len(joint) >= 2
+    assert all(j["payload_bytes"] <= res.budget_bytes for j in joint)
+    best = min(joint, key=lambda j: j["measured_dloss_nats"])
+    assert res.report["start"] == best["start"] == res.report["plan"]["start"]
+    assert np.isfinite(res.report["measured_dloss_nats"])
