@@ -53,9 +53,9 @@ class CausalSelfAttention(nn.Module):
     def kv_heads(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """xn [B,T,D] -> k, v [B,G,T,E], one per kv head (RoPE applied to k, not repeated)."""
         B, T, _ = xn.shape
-        kv = F.linear(xn, torch.cat((self.c_k.weight, self.c_v.weight)))        # one matmul for both
-        kv = kv.view(B, T, 2, self.n_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return apply_rope(kv[0], cos[:T], sin[:T]), kv[1]
+        k = self.c_k(xn).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)   # the modules' own calls:
+        v = self.c_v(xn).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)   # GPTQ's hooks see them
+        return apply_rope(k, cos[:T], sin[:T]), v
 
     def keys_values(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """xn [B,T,D] -> k, v [B,H,T,E] (RoPE applied to k, kv heads repeated to H)."""

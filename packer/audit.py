@@ -44,7 +44,8 @@ def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
         used.update(t["sections"].values())
         group = tensor_group(t["name"])
         groups[group] += nbytes
-        tensors.append({"name": t["name"], "format": t["format"], "params": params, "bytes": nbytes,
+        tensors.append({"name": t["name"], "format": t["format"], "scale": t.get("scale"), "params": params,
+                        "bytes": nbytes,
                         "bits_per_param": 8.0 * nbytes / params if params else 0.0, "group": group,
                         "codecs": sorted({art.section(s).codec for s in t["sections"].values()})})
     groups["other sections"] = sum(s.stored_bytes for s in art.sections if s.name not in used)
@@ -69,10 +70,10 @@ def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
 
 def format_audit(rep: dict) -> str:
     """Human-readable table of an audit report."""
-    lines = [f"{'tensor':<34} {'format':<12} {'params':>10} {'bytes':>10} {'bits/param':>10}"]
+    lines = [f"{'tensor':<34} {'format':<16} {'scale':<12} {'params':>10} {'bytes':>10} {'bits/param':>10}"]
     for t in rep["tensors"]:
-        lines.append(f"{t['name']:<34} {t['format']:<12} {t['params']:>10,} {t['bytes']:>10,} "
-                     f"{t['bits_per_param']:>10.3f}")
+        lines.append(f"{t['name']:<34} {t['format']:<16} {t.get('scale') or '-':<12} {t['params']:>10,} "
+                     f"{t['bytes']:>10,} {t['bits_per_param']:>10.3f}")
     lines.append("")
     lines.append(f"{'group':<34} {'bytes':>10}")
     for g in rep["groups"]:
