@@ -199,6 +199,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quant.json")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy box)")
     ap.add_argument("--mlp-power", type=int, default=None, help="Parameter Golf checkpoints: ReLU power")
+    ap.add_argument("--bits", default="3,4,5,6,8", help="peer bit widths (also the bits-per-parameter budgets)")
     ap.add_argument("--render", type=Path, default=None, help="only re-render a results JSON (markdown + PNG)")
     args = ap.parse_args()
     if args.render is not None:
@@ -208,6 +209,7 @@ def main() -> None:
         return
     if not (args.ckpt and args.data and args.tokenizer):
         ap.error("--ckpt, --data and --tokenizer are required (unless --render)")
+    bit_list = [int(b) for b in args.bits.split(",")]
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -242,7 +244,7 @@ def main() -> None:
     peers.append({"peer": "baseline int8 (clip 99.99984%, zlib-9)", "family": "baseline", "bits": 8,
                   "bytes": len(blob), "bpb": sc.tensors(baseline_restore(blob), "baseline")})
     log(f"peer baseline: {len(blob):,} B, {peers[-1]['bpb']:.4f} bpb")
-    for bits in (3, 4, 5, 6, 8):
+    for bits in bit_list:
         for emb_bits in sorted({8, bits}, reverse=True):
             for method in ("pct5", "gptq"):
                 q, s, p = records_quantize(tensors, bits, emb_bits, method, hessians)
@@ -281,13 +283,13 @@ def main() -> None:
         p["golfpack_file_bytes"], p["golfpack_bpb"] = g["file_bytes"], g["bpb"]
         p["golfpack_wins"] = bool(g["bpb"] <= p["bpb"] and g["file_bytes"] <= p["bytes"])
     budgets = []
-    for bpp in (3, 4, 5, 6, 8):
+    for bpp in bit_list:
         g = golfpack_at(int(bpp * params / 8), f"{bpp}bpp")
         budgets.append({"bits_per_param": bpp, **g})
 
     # GPTQ vs RTN (and clip search) at the same bits: every matrix int<b>_row, embedding int8_row.
     ablation = []
-    for bits in (3, 4, 5, 6):
+    for bits in [b for b in bit_list if b < 8]:
         for method in ("absmax", "clip_search", "gptq"):
             plan = {n: ((f"int{8 if is_embedding(n) else bits}_row", method) if not is_control(n, shapes[n])
                         else ("fp16", None)) for n in session.stored}
