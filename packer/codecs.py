@@ -9,8 +9,8 @@ element dtype and shape that a model-based coder needs). Decoding is bounded: it
 from __future__ import annotations
 
 import lzma
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import zstandard
 

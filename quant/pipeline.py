@@ -28,8 +28,16 @@ from quant import formats
 from quant.calibrate import Hessian, LossEvaluator, collect_hessians, default_head_inputs
 from quant.candidates import Candidate, best_candidate, candidate_set
 from quant.pack import PackOptions, PackResult, default_plan, is_control, is_embedding, pack_tensors
-from quant.planner import (Option, PlannerConfig, pareto, plan_document, restrict, sensitivities, solve,
-                           uniform_seeds)
+from quant.planner import (
+    Option,
+    PlannerConfig,
+    pareto,
+    plan_document,
+    restrict,
+    sensitivities,
+    solve,
+    uniform_seeds,
+)
 from quant.tying import alias_groups, find_duplicates
 
 Route = Callable[[bytes], dict]

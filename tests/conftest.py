@@ -33,3 +33,15 @@ def small_tokenizer(tmp_path_factory, default_docs):
     path = tmp_path_factory.mktemp("tok") / "small_400_bpe.model"
     train_tokenizer((d.text for d in default_docs[:80]), path, vocab_size=400)
     return Tokenizer.load(path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for tiny models: on a shared 2-core machine thread hand-offs cost more than
+    they save. Modules opt in with pytestmark = pytest.mark.usefixtures("one_torch_thread")."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,14 +21,7 @@ from core.routing import LEGAL_SIGNALS, ORACLE_SIGNALS, RoutingRule, rule_from_m
 from core.signals import features, pass_k, random_uniform, score
 from packer.errors import ConfigError, FormatError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny models only lose time to thread hand-offs on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_passes=2, seq_len=32)

@@ -57,9 +57,6 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: one intra-op thread is faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread_for_quant(one_torch_thread):
+    """Every quant test: see tests/conftest.py's one_torch_thread."""
     yield
-    torch.set_num_threads(before)

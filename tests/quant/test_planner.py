@@ -127,7 +127,7 @@ def test_uniform_seeds_fit_and_restrict_keeps_only_upgrades():
 
 
 def test_planner_keeps_the_start_with_the_least_joint_loss(setup):
-    run, full, low, high = setup
+    run, _, low, high = setup
     res = run(int(low.total_bytes + 0.3 * (high.total_bytes - low.total_bytes)))
     joint = res.report["joint"]
     assert joint[0]["start"] == "additive" and len(joint) >= 2
