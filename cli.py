@@ -79,6 +79,9 @@ def train_options(f):
         click.option("--eval-every", default=100, show_default=True),
         click.option("--two-exit", is_flag=True,
                      help="Train both routing exits: loss = mean of the pass-K and pass-K+1 losses."),
+        click.option("--holdout-tokens", type=int, default=65_537, show_default=True,
+                     help="Never train on the training shards' last N tokens: pack calibrates the routing "
+                          "rule there (its --route-calib-tokens + 1). 0 holds none out."),
     ]):
         f = opt(f)
     return f
@@ -99,7 +102,7 @@ def build_configs(kw: dict):
     tc = TrainConfig(steps=kw["steps"], train_seconds=seconds, batch_size=kw["batch_size"] or 16, lr=kw["lr"],
                      seed=kw["seed"], eval_every=kw["eval_every"], batch_tokens=kw["batch_tokens"],
                      max_wallclock_seconds=kw["max_wallclock_seconds"], device=kw["device"],
-                     compile=kw["compile_"], two_exit=kw["two_exit"])
+                     compile=kw["compile_"], two_exit=kw["two_exit"], holdout_tokens=kw["holdout_tokens"])
     return mc, tc
 
 

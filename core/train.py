@@ -29,6 +29,8 @@ from core.progress import Progress
 from core.scoring import score_stream
 from packer.errors import ConfigError, DataError
 
+ROUTE_HOLDOUT_TOKENS = 65_537   # = the routing calibration's default 65,536 tokens, plus the shifted target
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -49,6 +51,7 @@ class TrainConfig:
     device: str = "auto"  # auto (the local rank's GPU if CUDA is present, else CPU) | cpu | cuda
     compile: bool = False  # torch.compile the loss function (worth it on GPU)
     two_exit: bool = False  # loss = mean of the K-exit and K+1-exit losses, so both routing exits are good
+    holdout_tokens: int = ROUTE_HOLDOUT_TOKENS  # the training stream's tail, never trained on (see holdout_split)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.train_seconds is not None:
@@ -59,6 +62,8 @@ class TrainConfig:
         if self.max_wallclock_seconds is not None and self.max_wallclock_seconds <= 0:
             raise ConfigError(f"TrainConfig.max_wallclock_seconds={self.max_wallclock_seconds}: must be "
                               "positive")
+        if not isinstance(self.holdout_tokens, int) or self.holdout_tokens < 0:
+            raise ConfigError(f"TrainConfig.holdout_tokens={self.holdout_tokens!r}: must be an integer >= 0")
         if self.batch_tokens is not None and self.batch_tokens <= 0:
             raise ConfigError(f"TrainConfig.batch_tokens={self.batch_tokens}: must be positive")
         if self.device not in DEVICE_CHOICES:
@@ -111,6 +116,20 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     world_size: int = 1
     device: str = "cpu"
+
+
+def holdout_split(train_tokens: np.ndarray, holdout: int, seq_len: int) -> np.ndarray:
+    """The part of the training stream that training samples from: all but its last `holdout` tokens.
+
+    `pack` calibrates the routing rule on the tail of the training shards (its --route-calib-tokens + 1,
+    by default exactly this hold-out), so the threshold is set on tokens the model never trained on."""
+    if holdout == 0:
+        return train_tokens
+    if len(train_tokens) - holdout < max(2 * holdout, seq_len + 2):
+        raise ConfigError(f"training stream of {len(train_tokens)} tokens is too short to hold out the last "
+                          f"{holdout} for routing calibration (at least twice as many must remain to train "
+                          f"on); lower --holdout-tokens (0 holds none out)")
+    return train_tokens[: len(train_tokens) - holdout]
 
 
 def sample_batch(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator, rank: int = 0,
@@ -204,6 +223,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_tokens: np.ndarray, va
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L = model_cfg.seq_len
+    train_tokens = holdout_split(train_tokens, cfg.holdout_tokens, L)
     global_seqs = cfg.global_batch_seqs(L, ctx.world_size)
     torch.manual_seed(cfg.seed)
     gen = np.random.default_rng(cfg.seed)

@@ -35,7 +35,8 @@ def run(args, code=0):
 def trained(workdir, small_tokenizer):
     # vocab is set by the tokenizer: the tiny tokenizer has 400 pieces
     args = ["train", "--data", str(workdir), "--tokenizer", str(small_tokenizer.path), "--out", str(workdir),
-            "--name", "tiny", "--steps", "30", "--vocab-size", "400", "--json", *TINY]
+            "--name", "tiny", "--steps", "30", "--vocab-size", "400", "--holdout-tokens", "4097", "--json",
+            *TINY]
     rep = json.loads(run(args).stdout)
     return rep
 

@@ -29,9 +29,9 @@ from packer.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {"d_model": 32, "n_heads": 2, "n_kv_heads": 1, "n_passes": 2, "seq_len": 32}
-STEPS = {"steps": 6, "batch_size": 8, "lr": 1e-2, "warmup_steps": 2, "eval_every": 3, "eval_tokens": 2048,
+STEPS = {"holdout_tokens": 0, "steps": 6, "batch_size": 8, "lr": 1e-2, "warmup_steps": 2, "eval_every": 3, "eval_tokens": 2048,
          "threads": 1, "device": "cpu"}
-WALL = {"steps": 100_000, "max_wallclock_seconds": 1.5, "batch_size": 8, "eval_every": 10_000, "threads": 1,
+WALL = {"holdout_tokens": 0, "steps": 100_000, "max_wallclock_seconds": 1.5, "batch_size": 8, "eval_every": 10_000, "threads": 1,
         "device": "cpu"}
 
 WORKER = '''
@@ -58,7 +58,7 @@ for label in ("steps", "wall"):
     out[label] = rep
 try:  # 7 sequences cannot split over 2 ranks: the job raises inside its session, which must tear down
     run_train(Path(job["data"]), Path(job["tokenizer"]), root / "bad", mc,
-              TrainConfig(steps=1, batch_size=7, device="cpu"))
+              TrainConfig(steps=1, batch_size=7, device="cpu", holdout_tokens=0))
     out["error"] = None
 except ConfigError as exc:
     out["error"] = str(exc)

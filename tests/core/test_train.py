@@ -15,7 +15,7 @@ def test_short_run_lowers_loss(small_tokenizer, default_docs):
     tables = small_tokenizer.byte_tables()
     cfg = ModelConfig(vocab_size=small_tokenizer.vocab_size, d_model=32, n_heads=2, n_kv_heads=1, n_passes=2,
                       seq_len=32)
-    res = train(cfg, TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=1000), toks, val, tables,
+    res = train(cfg, TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=1000, holdout_tokens=0), toks, val, tables,
                 progress=False)
     first = np.mean([r["train_loss"] for r in res.history[:5]])
     last = np.mean([r["train_loss"] for r in res.history[-5:]])
@@ -29,7 +29,7 @@ def test_same_seed_same_model(small_tokenizer, default_docs):
     tables = small_tokenizer.byte_tables()
     cfg = ModelConfig(vocab_size=small_tokenizer.vocab_size, d_model=16, n_heads=2, n_kv_heads=1, n_passes=2,
                       seq_len=16)
-    tc = TrainConfig(steps=5, batch_size=4, eval_every=1000)
+    tc = TrainConfig(steps=5, batch_size=4, eval_every=1000, holdout_tokens=0)
     a = train(cfg, tc, toks, toks, tables, progress=False).model.state_dict()
     b = train(cfg, tc, toks, toks, tables, progress=False).model.state_dict()
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
@@ -44,3 +44,20 @@ def test_schedule_and_validation():
         TrainConfig()
     with pytest.raises(ConfigError):
         TrainConfig(steps=10, train_seconds=5)
+
+
+def test_training_never_samples_the_routing_holdout():
+    from core.train import holdout_split, sample_batch
+
+    stream = np.arange(100_000, dtype=np.int64)                    # each value says where it came from
+    kept = holdout_split(stream, 20_000, 16)
+    assert len(kept) == 80_000 and np.array_equal(kept, stream[:80_000])
+    gen = np.random.default_rng(0)
+    for _ in range(50):
+        x, y = sample_batch(kept, 64, 16, gen)
+        assert int(x.max()) < 80_000 and int(y.max()) < 80_000     # nothing from the last 20,000 tokens
+    assert holdout_split(stream, 0, 16) is stream
+    with pytest.raises(ConfigError, match="--holdout-tokens"):
+        holdout_split(stream, 40_000, 16)                          # fewer than twice the hold-out would remain
+    with pytest.raises(ConfigError, match="holdout_tokens"):
+        TrainConfig(steps=1, holdout_tokens=-1)

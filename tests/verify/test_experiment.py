@@ -36,7 +36,7 @@ def experiment(tmp_path_factory, small_tokenizer, default_docs):
     write_split(val_toks, folder, "t", "val")
     cfg = ModelConfig(vocab_size=small_tokenizer.vocab_size, d_model=32, n_heads=4, n_kv_heads=2, n_passes=2,
                       seq_len=32)
-    res = train(cfg, TrainConfig(steps=60, batch_size=16, two_exit=True, eval_every=10_000, warmup_steps=5,
+    res = train(cfg, TrainConfig(steps=60, batch_size=16, two_exit=True, eval_every=10_000, warmup_steps=5, holdout_tokens=0,
                                  device="cpu"), train_toks, val_toks, small_tokenizer.byte_tables(), progress=False)
     tensors = {k: v.detach().numpy() for k, v in res.model.state_dict().items()}
     body = {"model": {"family": "recurrent", "config": cfg.to_dict()},
