@@ -2,10 +2,11 @@
 
 Three ways to a plan: an explicit one (`plan`: name -> (format, scale method or None)); the default plan
 (quant.pack.default_plan) with the best scale method per tensor; or the budget planner (quant/planner.py)
-when `fill` is set, or when the default plan does not fit the budget (said on stderr). The planner's plan is
-confirmed by real packs: the first solve gets the budget minus the measured manifest/header/code overhead;
-if a pack comes out over, the payload budget shrinks by the excess and it solves again; a pack never
-exceeds the budget (pack_tensors refuses). Calibration windows must come from training shards
+when `fill` is set, or when the default plan does not fit the budget (said on stderr). Among the additive
+solve and the solves from uniform starts the planner keeps the plan with the least measured joint
+calibration loss, and confirms it by real packs: the first solve gets the budget minus the measured
+manifest/header/code overhead; if a pack comes out over, the payload target drops below that plan's payload
+by the excess and it solves again; a pack never exceeds the budget (pack_tensors refuses). Calibration windows must come from training shards
 (quant/calibrate.py). `route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on
 each confirming pack, which is then packed again with that manifest `routing`, the same encodings.
 Must not read files other than through quant/calibrate.py, or write any.
@@ -91,10 +92,7 @@ class Packer:
     # --- measuring -----------------------------------------------------------------------------------------
     def loss_delta(self, name: str, cand: Candidate) -> float:
         """Calibration loss change with `name` (and every alias of it) replaced by the candidate."""
-        w_hat = formats.decode(cand.format, cand.enc.arrays, self.shapes[name])
-        names = [name] + [a for a, t in self.aliases.items() if t == name]
-        repl = {n: w_hat for n in names if n in self.evaluator.params}
-        return self.evaluator.loss_with(repl) - self.evaluator.base if repl else 0.0
+        return self.joint_delta({name: cand})
 
     # --- packing -------------------------------------------------------------------------------------------
     def pack(self, cands: dict[str, Candidate], report: dict, with_route: bool = True,
@@ -169,7 +167,7 @@ class Packer:
             for n in [name] + [a for a, t in self.aliases.items() if t == name]:
                 if n in self.evaluator.params:
                     repl[n] = w_hat
-        return self.evaluator.loss_with(repl) - self.evaluator.base
+        return self.evaluator.loss_with(repl) - self.evaluator.base if repl else 0.0
 
     def plan_to_budget(self, cfg: PlannerConfig, budget_bytes: int | None = None) -> PackResult:
         """The planner's artifact for budget_bytes (default opts.budget_bytes), confirmed by packing.
