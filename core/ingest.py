@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -73,14 +72,16 @@ def _torch_load(source, where: str):
     """torch.load with weights_only=True; anything it refuses or cannot parse is a CheckpointError."""
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except Exception as exc:                            # re-raised unless it is one of the two kinds named
+        if type(exc).__name__ != "UnpicklingError":       # weights_only's refusal, matched by name: no pickle here
+            if isinstance(exc, _CORRUPT_LOAD_ERRORS):
+                raise CheckpointError(f"{where}: not a readable torch.save file ({type(exc).__name__}: {exc})") from None
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{where}: torch.load(weights_only=True) refuses to unpickle arbitrary objects, and golfpack never "
             f"loads a checkpoint any other way ({first}). Re-save it as a plain state_dict of tensors "
             f"(torch.save(model.state_dict(), ...)) or as safetensors; if it is one already, it is corrupt") from None
-    except _CORRUPT_LOAD_ERRORS as exc:
-        raise CheckpointError(f"{where}: not a readable torch.save file ({type(exc).__name__}: {exc})") from None
 
 
 def _tensor_dict(obj, where: str, notes: dict) -> dict[str, torch.Tensor]:
