@@ -13,7 +13,8 @@ that is not an ArtifactError is a finding: libFuzzer stops and writes the input 
 corpus folder the run starts from a temporary one seeded with small valid artifacts (every built-in codec).
 
 A custom mutator lets libFuzzer get past the whole-file SHA-256: after libFuzzer's own mutation it
-re-seals, by turns, nothing, the SHA-256 trailer, or the manifest length, section CRC-32s and trailer, so
+re-seals, by turns, nothing, the SHA-256 trailer, or the manifest length, section CRC-32s and trailer (a
+1.1 manifest is decoded and re-compressed for that), so
 mutations reach the manifest schema, the section table and the codecs. `seed_artifacts()` and
 `test_one_input()` work without atheris (tests/packer/test_fuzz.py runs them, so this file cannot rot).
 """
@@ -49,7 +50,7 @@ def seed_artifacts() -> list[bytes]:
     codes = rng.integers(-7, 8, size=(4, 16)).astype(np.int8)
     scales = (rng.random(4) + 0.5).astype(np.float16)
     f32 = rng.standard_normal((3, 5)).astype(np.float32)
-    out = [build_artifact(dict(body, tensors=[]), [])]
+    out = [build_artifact(dict(body, tensors=[]), []), build_artifact(dict(body, tensors=[]), [], minor=0)]
     for codec in ("zstd", "raw", "lzma", "ans", "brotli"):
         tensors = [{"name": "w", "shape": [4, 16], "format": "int4_row",
                     "sections": {"codes": "w/codes", "scales": "w/scales"}},
@@ -89,13 +90,15 @@ def reseal(data: bytes, fix_crcs: bool) -> bytes:
     if len(data) < HEADER + TRAILER:
         return data
     if fix_crcs:
+        from packer.manifest import encode_manifest, load_manifest, store_manifest
+
         mlen = struct.unpack_from("<I", data, 6)[0]
         try:
-            m = json.loads(data[HEADER:HEADER + mlen])
+            m = json.loads(load_manifest(data[HEADER:HEADER + mlen], data[5]))
             payload = data[HEADER + mlen:-TRAILER]
             for s in m["sections"]:
                 s["crc32"] = zlib.crc32(payload[s["offset"]:s["offset"] + s["stored_bytes"]])
-            mb = json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+            mb = store_manifest(encode_manifest(m), data[5])
             data = data[:6] + struct.pack("<I", len(mb)) + mb + payload + data[-TRAILER:]
         except Exception:  # noqa: BLE001, S110 - a mutant whose manifest does not parse keeps its bytes
             pass

@@ -121,14 +121,27 @@ def brotli_encode(raw: bytes, params: dict) -> bytes:
     return brotli.compress(bytes(raw), quality=BROTLI_QUALITY)
 
 
-def brotli_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
+def brotli_decode_at_most(stored: bytes, limit: int) -> bytes:
+    """One finished brotli stream, nothing after it, decoding to at most `limit` bytes (memory stays bounded
+    by the limit, never by what the stream would expand to), or CodecError."""
     dec = brotli.Decompressor()
     try:
-        out = dec.process(bytes(stored), output_buffer_limit=raw_len + 1)
-    except brotli.error as exc:
-        raise CodecError(f"brotli payload is corrupt: {exc}") from None
-    if len(out) != raw_len or not dec.is_finished():
-        raise CodecError(f"brotli payload does not decode to exactly {raw_len} bytes; the section is corrupt")
+        out = dec.process(bytes(stored), output_buffer_limit=limit + 1)
+    except brotli.error as exc:   # includes bytes after the end of the stream
+        raise CodecError(f"brotli stream is corrupt or has bytes after its end: {exc}") from None
+    if len(out) > limit:
+        raise CodecError(f"brotli stream decodes to more than {limit} bytes")
+    if not dec.is_finished():
+        raise CodecError(f"brotli stream ends before it is finished after {len(out)} decoded bytes (truncated "
+                         f"or corrupt)")
+    return out
+
+
+def brotli_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
+    out = brotli_decode_at_most(stored, raw_len)
+    if len(out) != raw_len:
+        raise CodecError(f"brotli payload decodes to {len(out)} bytes, not the declared {raw_len}; the section "
+                         f"is corrupt")
     return out
 
 

@@ -27,7 +27,8 @@ def tensor_group(name: str) -> str:
 def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
     lay = art.layout
     sections = [{"name": "header", "kind": "structure", "bytes": lay.header_bytes},
-                {"name": "manifest", "kind": "structure", "bytes": lay.manifest_bytes}]
+                {"name": "manifest", "kind": "structure", "bytes": lay.manifest_bytes,
+                 "raw_bytes": lay.manifest_json_bytes}]
     sections += [{"name": s.name, "kind": "payload", "codec": s.codec, "bytes": s.stored_bytes,
                   "raw_bytes": s.raw_bytes} for s in art.sections]
     sections.append({"name": "trailer (sha256)", "kind": "structure", "bytes": lay.trailer_bytes})
@@ -65,6 +66,7 @@ def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
         "routing": art.manifest.get("routing"),
         "sha256": art.sha256,
         "format_version": f"{art.version[0]}.{art.version[1]}",
+        "manifest": {"stored_bytes": lay.manifest_bytes, "json_bytes": lay.manifest_json_bytes},
     }
 
 
@@ -78,6 +80,10 @@ def format_audit(rep: dict) -> str:
     lines.append(f"{'group':<34} {'bytes':>10}")
     for g in rep["groups"]:
         lines.append(f"{g['name']:<34} {g['bytes']:>10,}")
+    m = rep.get("manifest")
+    if m:
+        lines.append(f"  manifest (format {rep['format_version']}): {m['stored_bytes']:,} B stored, "
+                     f"{m['json_bytes']:,} B as JSON")
     lines.append("")
     lines.append(f"file                               {rep['file_bytes']:>10,}")
     lines.append(f"code ({rep['code']['method']}, {len(rep['code']['files'])} files){'':<10}"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 MAGIC = b"GPAK"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
-SUPPORTED_VERSIONS = frozenset({(1, 0)})
+FORMAT_MINOR = 1                      # what the writer writes
+SUPPORTED_VERSIONS = frozenset({(1, 0), (1, 1)})
+# How each minor version stores the manifest's canonical JSON: 1.0 as it is, 1.1 as one brotli stream.
+MANIFEST_STORAGE = {0: "json", 1: "brotli"}
 
 HEADER_BYTES = 10          # magic (4) + major (u8) + minor (u8) + manifest length (u32 LE)
 TRAILER_BYTES = 32         # SHA-256 of every byte before it
-MAX_MANIFEST_BYTES = 1 << 20
+MAX_MANIFEST_BYTES = 1 << 20          # stored manifest bytes, and (1.1) its decoded JSON too
 MAX_SECTIONS = 4096
 MAX_TENSOR_ELEMENTS = 1 << 31
 MAX_NAME_CHARS = 200

@@ -6,7 +6,9 @@ so a file has exactly one spelling), then the schema: `sections` (the section ta
 `routing`, `tokenizer`, `tool`, and `options` when present. Codec and tensor-format names are checked
 against the registries (packer.codecs.names(), packer.constants.TENSOR_FORMATS), never a list kept here.
 Members it does not know are carried as they are. Every failure is one typed error (packer.errors) naming
-the field and the offending value. Must not import torch, and must not decode sections.
+the field and the offending value. `store_manifest` / `load_manifest` map the JSON to and from the bytes a
+format version keeps in the file (1.0: the JSON itself; 1.1: one brotli stream of it, decoded with bounded
+output). Must not import torch, and must not decode sections.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import math
 import re
 
-from packer import codecs
+from packer import ans_codec, codecs
 from packer import constants as C
 from packer.errors import CodecError, ManifestError, SchemaError, SizeError, UnknownFormatError
 
@@ -31,6 +33,26 @@ def encode_manifest(manifest: dict) -> bytes:
     """Canonical bytes: sorted keys, no whitespace, ASCII only. Same dict -> same bytes."""
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode("ascii")
+
+
+def store_manifest(mjson: bytes, minor: int) -> bytes:
+    """The manifest's stored bytes in format 1.<minor> (C.MANIFEST_STORAGE): the JSON, or brotli-11 of it."""
+    if C.MANIFEST_STORAGE[minor] == "brotli":
+        return ans_codec.brotli_encode(mjson, {})
+    return bytes(mjson)
+
+
+def load_manifest(stored: bytes, minor: int) -> bytes:
+    """The manifest JSON from its stored bytes: 1.1's brotli stream must be complete, with nothing after it,
+    and decode to at most MAX_MANIFEST_BYTES (decoding stops there: a small stream cannot expand past it)."""
+    if C.MANIFEST_STORAGE[minor] != "brotli":
+        return bytes(stored)
+    try:
+        return ans_codec.brotli_decode_at_most(stored, C.MAX_MANIFEST_BYTES)
+    except CodecError as exc:
+        raise ManifestError(f"manifest (format 1.{minor}, {len(stored)} stored bytes at offset {C.HEADER_BYTES}) "
+                            f"cannot be decoded: {exc}; the decoded JSON is capped at {C.MAX_MANIFEST_BYTES} "
+                            f"bytes") from None
 
 
 def _fail(where: str, what: str, cls: type = SchemaError) -> None:

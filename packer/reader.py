@@ -2,7 +2,7 @@
 
 Every file is hostile. Order (FORMAT.md "Reading" lists each rejection and its error class): size floor,
 magic, version, manifest length bound, whole-file SHA-256 (on mismatch, per-section CRC32 names the damaged
-section), manifest JSON + canonical form + schema (packer.manifest: types, ranges, names, codec and tensor
+section), the stored manifest decoded to its JSON (1.1: bounded brotli), manifest JSON + canonical form + schema (packer.manifest: types, ranges, names, codec and tensor
 format names against the registries, element counts x element sizes against declared lengths), section
 table tiling the payload exactly, per-section CRC32. Nothing is allocated from a size the file merely
 claims: every claimed size is checked against the limits and the actual bytes first. Decoding a section is
@@ -36,7 +36,7 @@ from packer.errors import (
     TruncatedError,
     VersionError,
 )
-from packer.manifest import decode_manifest
+from packer.manifest import decode_manifest, load_manifest
 
 MIN_FILE_BYTES = C.HEADER_BYTES + C.TRAILER_BYTES
 
@@ -61,6 +61,7 @@ class Layout:
     payload_bytes: int
     trailer_bytes: int
     file_bytes: int
+    manifest_json_bytes: int     # the manifest's decoded JSON (informative: equals manifest_bytes in 1.0)
 
 
 class Artifact:
@@ -165,14 +166,15 @@ def parse_artifact(data: bytes, where: str = "<bytes>") -> Artifact:
     if hashlib.sha256(view[:payload_end]).digest() != data[payload_end:]:
         raise ChecksumError(f"{where}: SHA-256 of the file does not match its trailer at offset {payload_end}: "
                             f"the file is corrupted or truncated{_damaged_hint(data, payload_start)}")
-    manifest = decode_manifest(view[C.HEADER_BYTES:payload_start])
+    mjson = load_manifest(view[C.HEADER_BYTES:payload_start], minor)
+    manifest = decode_manifest(mjson)
     sections = _section_table(manifest["sections"], payload_start, payload_end, where)
     for s in sections:
         crc = zlib.crc32(view[s.offset:s.offset + s.stored_bytes])
         if crc != s.crc32:
             raise ChecksumError(f"{where}: CRC32 of section {s.name!r} (file offset {s.offset}, "
                                 f"{s.stored_bytes} bytes) is {crc:#010x}, the table says {s.crc32:#010x}")
-    layout = Layout(C.HEADER_BYTES, mlen, payload_end - payload_start, C.TRAILER_BYTES, n)
+    layout = Layout(C.HEADER_BYTES, mlen, payload_end - payload_start, C.TRAILER_BYTES, n, len(mjson))
     return Artifact(data, manifest, sections, layout, (major, minor), where)
 
 
@@ -199,10 +201,11 @@ def _section_table(table: list[dict], payload_start: int, payload_end: int, wher
 def _damaged_hint(data: bytes, payload_start: int) -> str:
     """Best effort, cheap: name the first section whose CRC32 fails, if the section table still parses.
 
-    The bytes are unverified here, so nothing from them is trusted: any failure just drops the hint.
+    The bytes are unverified here, so nothing from them is trusted: any failure just drops the hint (the
+    version passed its check, and a 1.1 manifest is decoded with the same bound as always).
     """
     try:
-        table = json.loads(data[C.HEADER_BYTES:payload_start].decode("ascii"))["sections"]
+        table = json.loads(load_manifest(data[C.HEADER_BYTES:payload_start], data[5]).decode("ascii"))["sections"]
         for s in table:
             a = payload_start + s["offset"]
             if zlib.crc32(data[a:a + s["stored_bytes"]]) != s["crc32"]:

@@ -1,6 +1,7 @@
 """Assemble an artifact: encode each section with its codec, lay out header, manifest, payload, trailer.
 
-Layout (FORMAT.md): MAGIC | major u8 | minor u8 | manifest_len u32 LE | manifest JSON | payload | SHA-256.
+Layout (FORMAT.md): MAGIC | major u8 | minor u8 | manifest_len u32 LE | manifest | payload | SHA-256, the
+manifest being canonical JSON, stored as it is (1.0) or as one brotli stream (1.1, what this writes).
 The section table lives in the manifest (`sections`), with offsets relative to the payload start, so the
 bytes are a pure function of the inputs. Must not import torch.
 """
@@ -17,7 +18,7 @@ from packer import codecs
 from packer import constants as C
 from packer.atomic import refuse_same_path, write_bytes_atomic
 from packer.errors import FormatError
-from packer.manifest import encode_manifest, validate_manifest
+from packer.manifest import encode_manifest, store_manifest, validate_manifest
 from packer.reader import parse_artifact
 
 
@@ -31,8 +32,12 @@ class SectionSpec:
     params: dict = field(default_factory=dict)
 
 
-def build_artifact(body: dict, sections: list[SectionSpec]) -> bytes:
-    """The artifact bytes for a manifest body (everything but `sections`) and the sections, in order."""
+def build_artifact(body: dict, sections: list[SectionSpec], minor: int = C.FORMAT_MINOR) -> bytes:
+    """The artifact bytes for a manifest body (everything but `sections`) and the sections, in order, in
+    format version 1.<minor> (1.0 keeps the manifest as plain JSON; readers take both)."""
+    if (C.FORMAT_MAJOR, minor) not in C.SUPPORTED_VERSIONS:
+        raise FormatError(f"cannot write format version {C.FORMAT_MAJOR}.{minor}; this golfpack writes "
+                          f"{sorted(C.SUPPORTED_VERSIONS)}")
     if "sections" in body:
         raise FormatError("the manifest body must not carry 'sections'; the writer builds the section table")
     table, payload, offset = [], [], 0
@@ -47,10 +52,11 @@ def build_artifact(body: dict, sections: list[SectionSpec]) -> bytes:
         offset += len(stored)
     manifest = dict(body, sections=table)
     validate_manifest(manifest)
-    mbytes = encode_manifest(manifest)
-    if len(mbytes) > C.MAX_MANIFEST_BYTES:
-        raise FormatError(f"manifest is {len(mbytes)} bytes, over the {C.MAX_MANIFEST_BYTES}-byte limit")
-    head = C.MAGIC + struct.pack("<BBI", C.FORMAT_MAJOR, C.FORMAT_MINOR, len(mbytes))
+    mjson = encode_manifest(manifest)
+    if len(mjson) > C.MAX_MANIFEST_BYTES:
+        raise FormatError(f"manifest is {len(mjson)} bytes, over the {C.MAX_MANIFEST_BYTES}-byte limit")
+    mbytes = store_manifest(mjson, minor)
+    head = C.MAGIC + struct.pack("<BBI", C.FORMAT_MAJOR, minor, len(mbytes))
     data = b"".join([head, mbytes, *payload])
     return data + hashlib.sha256(data).digest()
 

@@ -1,8 +1,10 @@
 """Helpers for the attack and fuzz tests: one small valid artifact, and ways to re-seal altered ones.
 
-`seal` writes header + manifest bytes + payload + SHA-256 exactly as FORMAT.md lays them out, so a test can
-alter any part and still reach the checks behind the whole-file checksum; `reseal_manifest` re-encodes a
-manifest canonically (and optionally recomputes section CRCs) so schema checks are reached too.
+`seal` writes header + stored manifest bytes + payload + SHA-256 exactly as FORMAT.md lays them out, so a
+test can alter any part and still reach the checks behind the whole-file checksum; `reseal_manifest`
+re-encodes a manifest canonically (and optionally recomputes section CRCs) so schema checks are reached too.
+The kit's small artifact is format 1.0 (plain JSON manifest, so JSON-level attacks can be spelled as text);
+`split` and `reseal_manifest` also handle 1.1 files (brotli manifest) by their version byte.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import zlib
 import numpy as np
 
 from packer import constants as C
-from packer.manifest import encode_manifest
+from packer.manifest import encode_manifest, load_manifest, store_manifest
 from packer.reader import Artifact, parse_artifact
 from packer.writer import SectionSpec, build_artifact
 
@@ -43,14 +45,15 @@ def small_sections() -> list[SectionSpec]:
             SectionSpec("w/scales", scales.tobytes(), "raw", {"dtype": "float16", "shape": [4]})]
 
 
-def small_artifact() -> bytes:
-    return build_artifact(small_body(), small_sections())
+def small_artifact(minor: int = 0) -> bytes:
+    return build_artifact(small_body(), small_sections(), minor=minor)
 
 
 def split(data: bytes) -> tuple[bytes, bytes]:
-    """(manifest bytes, payload bytes) of a well-formed artifact."""
+    """(manifest JSON bytes, payload bytes) of a well-formed artifact (a 1.1 manifest is decoded)."""
     mlen = struct.unpack_from("<I", data, 6)[0]
-    return data[C.HEADER_BYTES:C.HEADER_BYTES + mlen], data[C.HEADER_BYTES + mlen:-C.TRAILER_BYTES]
+    stored = data[C.HEADER_BYTES:C.HEADER_BYTES + mlen]
+    return load_manifest(stored, data[5]), data[C.HEADER_BYTES + mlen:-C.TRAILER_BYTES]
 
 
 def seal(manifest: bytes, payload: bytes, major: int = 1, minor: int = 0, magic: bytes = C.MAGIC,
@@ -75,11 +78,12 @@ def fix_crcs(manifest: dict, payload: bytes) -> None:
             s["crc32"] = zlib.crc32(payload[s["offset"]:s["offset"] + s["stored_bytes"]])
 
 
-def reseal_manifest(manifest: dict, payload: bytes, crc: bool = True) -> bytes:
-    """A file with this manifest (canonical JSON), this payload, optionally fixed CRCs, and a correct SHA."""
+def reseal_manifest(manifest: dict, payload: bytes, crc: bool = True, minor: int = 0) -> bytes:
+    """A format 1.<minor> file with this manifest (canonical JSON, stored as that version stores it), this
+    payload, optionally fixed CRCs, and a correct SHA."""
     if crc:
         fix_crcs(manifest, payload)
-    return seal(encode_manifest(manifest), payload)
+    return seal(store_manifest(encode_manifest(manifest), minor), payload, minor=minor)
 
 
 def read_everything(data: bytes) -> Artifact:

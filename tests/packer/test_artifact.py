@@ -65,7 +65,7 @@ def test_bad_magic_and_version():
     with pytest.raises(FormatError, match="magic"):
         read_artifact(b"XXXX" + bytes(data[4:]))
     data[4] = 9
-    with pytest.raises(FormatError, match="version 9.0"):
+    with pytest.raises(FormatError, match="version 9.1"):
         read_artifact(bytes(data))
 
 
@@ -78,7 +78,7 @@ def _reseal(manifest_bytes: bytes, payload: bytes) -> bytes:
 
 def test_resealed_bad_manifest_is_rejected_by_schema():
     import json
-    data = build_artifact(body(), sections()[0])
+    data = build_artifact(body(), sections()[0], minor=0)       # 1.0: the manifest is the JSON itself
     mlen = struct.unpack_from("<I", data, 6)[0]
     m = json.loads(data[10:10 + mlen])
     payload = data[10 + mlen:-32]

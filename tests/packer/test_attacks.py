@@ -13,6 +13,7 @@ import os
 import tracemalloc
 from pathlib import Path
 
+import brotli
 import pytest
 from artifact_kit import (
     read_everything,
@@ -148,6 +149,18 @@ CASES = [
     ("manifest_len past the end", lambda: seal(MB, PAYLOAD, manifest_len=len(MB) + len(PAYLOAD) + 1),
      TruncatedError, "runs past the end"),
     ("SHA-256 mismatch", lambda: BASE[:-1] + bytes([BASE[-1] ^ 1]), ChecksumError, "SHA-256"),
+    # a 1.1 manifest (one brotli stream of the JSON)
+    ("1.1 manifest that is plain JSON", lambda: seal(MB, PAYLOAD, minor=1), ManifestError,
+     "format 1.1.*cannot be decoded: brotli stream is corrupt"),
+    ("1.1 manifest stream cut short", lambda: seal(brotli.compress(MB)[:-2], PAYLOAD, minor=1), ManifestError,
+     "ends before it is finished"),
+    ("1.1 manifest with bytes after its stream", lambda: seal(brotli.compress(MB) + b"\x00", PAYLOAD, minor=1),
+     ManifestError, "bytes after its end"),
+    ("1.1 manifest that expands past 1 MiB", lambda: seal(brotli.compress(b" " * (C.MAX_MANIFEST_BYTES + 1)),
+                                                          PAYLOAD, minor=1), ManifestError,
+     "decodes to more than 1048576 bytes"),
+    ("1.1 manifest that decodes to non-canonical JSON", lambda: seal(brotli.compress(MB + b" "), PAYLOAD, minor=1),
+     ManifestError, "not canonical"),
     # manifest bytes
     ("non-ASCII manifest", lambda: text_manifest(MB.decode().replace('"test"', '"t\xe9st"')), ManifestError,
      "not ASCII.*0xe9"),
@@ -436,6 +449,54 @@ def test_no_byte_is_free_even_when_the_sha_is_resealed():
             assert art.manifest != base_manifest, f"manifest byte {i} flipped by {mask:#x} changed nothing"
             counts["visible"] += 1
     assert counts["rejected"] > counts["visible"] > 0
+
+
+def test_format_1_1_files_read_like_1_0_and_store_the_manifest_smaller():
+    v11 = small_artifact(minor=1)
+    a, b = read_everything(BASE), read_everything(v11)
+    assert (a.version, b.version) == ((1, 0), (1, 1)) and a.manifest == b.manifest
+    assert [a.raw(s.name) for s in a.sections] == [b.raw(s.name) for s in b.sections]
+    assert b.layout.manifest_json_bytes == a.layout.manifest_bytes == len(MB)
+    assert b.layout.manifest_bytes < a.layout.manifest_bytes
+    body = {k: v for k, v in m0().items() if k != "sections"}
+    assert build_artifact(body, small_sections()) == v11          # the writer's default is 1.1
+
+
+def test_a_1_1_manifest_bomb_is_stopped_at_the_cap_without_the_memory():
+    """64 MiB of JSON whitespace compress to a few hundred bytes; decoding stops at the 1 MiB cap."""
+    bomb = seal(brotli.compress(b" " * (64 << 20), quality=5), PAYLOAD, minor=1)
+    assert len(bomb) < 4096
+    tracemalloc.start()
+    try:
+        with pytest.raises(ManifestError, match="decodes to more than 1048576 bytes"):
+            parse_artifact(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * C.MAX_MANIFEST_BYTES, f"decoding the bomb peaked at {peak} bytes"
+
+
+def test_1_1_flips_are_rejected_or_stay_inside_the_brotli_encoding():
+    """A 1.1 file with a bit flipped and the SHA-256 resealed: a payload flip is always rejected (CRC-32); a
+    manifest flip is rejected, changes the parsed manifest, or only re-spells the brotli stream (window bits,
+    block layout) and decodes to byte-identical canonical JSON. Nothing else is possible, so the meaning of
+    the file cannot change silently; FORMAT.md says this is 1.1's one free-byte exception."""
+    v11 = small_artifact(minor=1)
+    mlen = len(v11) - C.HEADER_BYTES - C.TRAILER_BYTES - len(PAYLOAD)
+    counts = {"rejected": 0, "visible": 0, "same JSON": 0}
+    for i in range(len(v11) - C.TRAILER_BYTES):
+        for mask in (0x01, 0x20):
+            flipped = reseal_sha(v11[:i] + bytes([v11[i] ^ mask]) + v11[i + 1:])
+            try:
+                art = read_everything(flipped)
+            except ArtifactError:
+                counts["rejected"] += 1
+                continue
+            assert i < C.HEADER_BYTES + mlen, f"payload byte {i} flipped by {mask:#x} was accepted"
+            key = "visible" if art.manifest != m0() else "same JSON"
+            assert key == "visible" or split(flipped)[0] == MB
+            counts[key] += 1
+    assert counts["rejected"] > 0 and counts["rejected"] > counts["visible"] + counts["same JSON"]
 
 
 # --- names go through the registries -----------------------------------------------------------------------

@@ -50,7 +50,7 @@ def _bases() -> list[bytes]:
         specs += [SectionSpec(f"t{i}/codes", arr.tobytes(), codec, {"dtype": "int8", "shape": shape, "bits": 4}),
                   SectionSpec(f"t{i}/scales", scales.tobytes(), "raw", {"dtype": "float16", "shape": [shape[0]]})]
     many = build_artifact(dict(body, tensors=tensors), specs)
-    empty = build_artifact(dict(body, tensors=[]), [])
+    empty = build_artifact(dict(body, tensors=[]), [], minor=0)
     f32 = rng.standard_normal((3, 5)).astype(np.float32)
     bf = (f32.view(np.uint32) >> 16).astype(np.uint16)
     floats = build_artifact(dict(body, tensors=[
@@ -58,7 +58,7 @@ def _bases() -> list[bytes]:
         {"name": "b", "shape": [3, 5], "format": "bf16", "sections": {"data": "b"}},
         {"name": "c", "shape": [3, 5], "alias_of": "a"}]),
         [SectionSpec("a", f32.tobytes(), "zstd", {"dtype": "float32", "shape": [3, 5], "level": 3}),
-         SectionSpec("b", bf.tobytes(), "lzma", {"dtype": "bfloat16", "shape": [3, 5]})])
+         SectionSpec("b", bf.tobytes(), "lzma", {"dtype": "bfloat16", "shape": [3, 5]})], minor=0)
     codes = rng.integers(-7, 8, size=(6, 16)).astype(np.int8)
     entropy = build_artifact(dict(body, tensors=[
         {"name": "q", "shape": [6, 16], "format": "int4_row", "sections": {"codes": "q/codes", "scales": "q/s"}},
@@ -67,7 +67,7 @@ def _bases() -> list[bytes]:
          SectionSpec("q/s", (rng.random(6) + 0.5).astype(np.float16).tobytes(), "brotli",
                      {"dtype": "float16", "shape": [6]}),
          SectionSpec("f", f32.tobytes(), "brotli-shuffle", {"dtype": "float32", "shape": [3, 5]})])
-    return [small_artifact(), many, empty, floats, entropy]
+    return [small_artifact(), small_artifact(minor=1), many, empty, floats, entropy]   # 1.0 and 1.1 files
 
 
 BASES = _bases()
@@ -194,7 +194,7 @@ def mutate(base: bytes, plan: list[str], reseal: str, rng) -> bytes:
         for _ in range(len(plan)):
             _json_mutate(m, paths, names, rng)
         try:
-            return reseal_manifest(m, payload, crc=bool(rng.integers(0, 2)))
+            return reseal_manifest(m, payload, crc=bool(rng.integers(0, 2)), minor=base[5])
         except (TypeError, ValueError):   # a mutation json cannot encode: fall back to byte mutations
             pass
     if reseal == "payload":   # same-length damage to the payload only, CRCs and SHA fixed: reaches the codecs
@@ -203,7 +203,7 @@ def mutate(base: bytes, plan: list[str], reseal: str, rng) -> bytes:
         for op in plan:
             if b:
                 BYTE_OPS[op if op in ("flip", "set_byte", "u32") else "flip"](b, rng)
-        return reseal_manifest(json.loads(mb), bytes(b))
+        return reseal_manifest(json.loads(mb), bytes(b), minor=base[5])
     b = bytearray(base)
     for op in plan:
         if not b:
@@ -212,13 +212,12 @@ def mutate(base: bytes, plan: list[str], reseal: str, rng) -> bytes:
     data = bytes(b)
     if reseal != "none" and len(data) >= C.HEADER_BYTES + C.TRAILER_BYTES:
         data = reseal_sha(data)
-        if reseal == "sha+crc":
-            mb, payload = data[C.HEADER_BYTES:C.HEADER_BYTES + struct.unpack_from("<I", data, 6)[0]], None
+        if reseal == "sha+crc" and data[5] in C.MANIFEST_STORAGE:
             try:
+                mb, payload = split(data)
                 m = json.loads(mb)
-                payload = data[C.HEADER_BYTES + len(mb):-C.TRAILER_BYTES]
-                data = reseal_manifest(m, payload) if isinstance(m, dict) else data
-            except (ValueError, TypeError, RecursionError):
+                data = reseal_manifest(m, payload, minor=data[5]) if isinstance(m, dict) else data
+            except (ArtifactError, ValueError, TypeError, RecursionError):
                 pass
     return data
 
