@@ -245,6 +245,9 @@ def route_from(kw: dict, checkpoint, calib_data):
                    "shard. Default: the checkpoint's folder when it holds training shards.")
 @click.option("--calib-tokens", type=int, default=8192, show_default=True,
               help="Training tokens for GPTQ Hessians and the planner's sensitivities.")
+@click.option("--joint-tokens", type=int, default=65_536, show_default=True,
+              help="Training tokens on which the planner measures the joint loss of whole candidate plans "
+                   "(about ten evaluations per budget); 0 uses the --calib-tokens set.")
 @click.option("--fill/--no-fill", default=None,
               help="Let the planner choose formats to fill the budget (default: yes when --budget-bytes is "
                    "given; otherwise the default plan, and the planner only if that plan does not fit).")
@@ -265,7 +268,7 @@ def route_from(kw: dict, checkpoint, calib_data):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, calib_data,
-         calib_tokens, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
+         calib_tokens, joint_tokens, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact file under the
     byte budget."""
     from core.sources import checkpoint_family
@@ -285,21 +288,20 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
         fill = plan_file is None and ctx.get_parameter_source("budget_bytes") == click.core.ParameterSource.COMMANDLINE
     planner = PlannerConfig(**({"menu": tuple(f.strip() for f in menu.split(",") if f.strip())} if menu else {}))
     plan = read_plan(plan_file) if plan_file is not None else None
+    calib = CalibConfig(data=calib_data, tokens=calib_tokens, joint_tokens=joint_tokens)
     if checkpoint_family(checkpoint) == "recurrent":
         if tokenizer is not None or pgolf_from(kw).given():
             raise UsageError(f"{checkpoint} is a recurrent golfpack checkpoint: --tokenizer, --mlp-power, "
                              f"--rope-base and --softcap apply to Parameter Golf checkpoints only")
         route = route_from(kw, checkpoint, calib_data)
-        res = pack_checkpoint_file(checkpoint, out, opts, route, calib=CalibConfig(data=calib_data, tokens=calib_tokens),
-                                   plan=plan, fill=fill, planner=planner)
+        res = pack_checkpoint_file(checkpoint, out, opts, route, calib=calib, plan=plan, fill=fill, planner=planner)
     else:
         route_from(kw, None, None)   # pops the routing options: Parameter Golf models keep uniform depth
         from core.tokenizer import Tokenizer
         from quant.pack_foreign import pack_pgolf_file
 
         tok = Tokenizer.load(tokenizer) if tokenizer is not None else None
-        res, _ = pack_pgolf_file(checkpoint, out, opts, pgolf_from(kw), tok,
-                                 calib=CalibConfig(data=calib_data, tokens=calib_tokens), plan=plan, fill=fill,
+        res, _ = pack_pgolf_file(checkpoint, out, opts, pgolf_from(kw), tok, calib=calib, plan=plan, fill=fill,
                                  planner=planner)
     rep = {"artifact": str(out), "file_bytes": res.file_bytes, "code_bytes": res.code.compressed_bytes,
            "total_bytes": res.total_bytes, "budget_bytes": res.budget_bytes,

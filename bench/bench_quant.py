@@ -46,7 +46,7 @@ from core.sources import PGolfOptions, is_golfpack_checkpoint, load_source
 from core.tokenizer import Tokenizer
 from quant import formats
 from quant import primitives as P
-from quant.calibrate import calibration_windows
+from quant.calibrate import CalibConfig, calibration_sets
 from quant.gptq import GPTQConfig, gptq_codes
 from quant.pack import PackOptions, checkpoint_body, is_control, is_embedding, pack_tensors
 from quant.pipeline import packer_for
@@ -196,6 +196,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/golfpack_bench_quant"))
     ap.add_argument("--calib-tokens", type=int, default=8192)
+    ap.add_argument("--joint-tokens", type=int, default=65_536, help="the planner's joint check (0: calib set)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quant.json")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy box)")
     ap.add_argument("--mlp-power", type=int, default=None, help="Parameter Golf checkpoints: ReLU power")
@@ -233,9 +234,11 @@ def main() -> None:
 
     fp_bpb = sc.tensors(tensors, "fp32")
     log(f"fp32 reference {fp_bpb:.4f} bpb; {params:,} parameters")
-    windows = calibration_windows(args.data, args.calib_tokens, seq_len, cfg.vocab_size)
+    windows, joint = calibration_sets(args.data, CalibConfig(tokens=args.calib_tokens,
+                                                             joint_tokens=args.joint_tokens),
+                                      seq_len, cfg.vocab_size)
     session = packer_for(model, tensors, sc.body, PackOptions(budget_bytes=10**12), windows=windows,
-                         progress=True)
+                         joint_windows=joint, progress=True)
     code_bytes = session.code.compressed_bytes
     hessians = session.hessians
 

@@ -27,6 +27,7 @@ from core.shards import find_shards, load_tokens
 from packer.errors import ConfigError, DataError, UsageError
 
 DEFAULT_CALIB_TOKENS = 8192
+DEFAULT_JOINT_TOKENS = 65_536     # the planner's joint check: ~10 evaluations per budget, so it can afford more
 CALIB_THREADS = 1
 
 
@@ -44,12 +45,15 @@ def torch_threads(n: int):
 @dataclass(frozen=True)
 class CalibConfig:
     data: Path | None = None          # shard folder (its *_train_* files) or one *_train_* shard file
-    tokens: int = DEFAULT_CALIB_TOKENS
+    tokens: int = DEFAULT_CALIB_TOKENS        # Hessians and the planner's per-tensor sensitivities
+    joint_tokens: int = DEFAULT_JOINT_TOKENS  # the planner's joint loss of whole plans (0: use `tokens`)
     batch_size: int = 16
 
     def __post_init__(self) -> None:
         if not isinstance(self.tokens, int) or self.tokens < 2:
             raise ConfigError(f"CalibConfig.tokens={self.tokens!r}: must be an integer >= 2")
+        if not isinstance(self.joint_tokens, int) or self.joint_tokens < 0 or self.joint_tokens == 1:
+            raise ConfigError(f"CalibConfig.joint_tokens={self.joint_tokens!r}: must be 0 or an integer >= 2")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"CalibConfig.batch_size={self.batch_size!r}: must be a positive integer")
 
@@ -92,6 +96,21 @@ def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int
     n_win = max(1, min(n_tokens // L, len(tokens) - L))
     starts = np.linspace(0, len(tokens) - L - 1, n_win).round().astype(np.int64)
     return np.stack([np.asarray(tokens[s:s + L + 1], dtype=np.int64) for s in starts])
+
+
+def calibration_sets(data: Path, calib: CalibConfig, seq_len: int, vocab_size: int,
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(windows for Hessians and sensitivities, windows for the planner's joint check or None = the same),
+    both spread evenly over the training shards of `data`; said on stderr."""
+    import sys
+    windows = calibration_windows(Path(data), calib.tokens, seq_len, vocab_size)
+    joint = (calibration_windows(Path(data), calib.joint_tokens, seq_len, vocab_size)
+             if calib.joint_tokens and calib.joint_tokens != calib.tokens else None)
+    if progress:
+        extra = "" if joint is None else f"; whole plans on {joint.shape[0]} x {joint.shape[1] - 1}"
+        sys.stderr.write(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} training tokens from "
+                         f"{data}{extra}\n")
+    return windows, joint
 
 
 def default_head_inputs(model: nn.Module) -> dict[str, nn.Module]:

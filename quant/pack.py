@@ -230,7 +230,7 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     from core.model import RecurrentLM
     from packer.atomic import refuse_same_path
     from packer.writer import write_artifact
-    from quant.calibrate import CalibConfig, calibration_windows, default_calib_data
+    from quant.calibrate import CalibConfig, calibration_sets, default_calib_data
     from quant.pipeline import log, pack_model
 
     inputs = [Path(ckpt_path), *checkpoint_paths(Path(ckpt_path))]
@@ -240,16 +240,15 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     body = checkpoint_body(ckpt)
     calib = calib or CalibConfig()
     data = calib.data if calib.data is not None else default_calib_data(Path(ckpt_path))
-    windows = None
+    windows = joint = None
     if data is not None:
-        windows = calibration_windows(Path(data), calib.tokens, ckpt.config.seq_len, ckpt.config.vocab_size)
-        log(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} training tokens from {data}", progress)
+        windows, joint = calibration_sets(Path(data), calib, ckpt.config.seq_len, ckpt.config.vocab_size, progress)
     else:
         log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
             "scales by data-free clip choice, no GPTQ, no planner", progress)
     model = RecurrentLM(ckpt.config)
     model.load_state_dict(ckpt.tensors, strict=True)
-    result = pack_model(model, tensors, body, opts, windows=windows, plan=plan, fill=fill, planner=planner,
-                        route=route, progress=progress, batch_size=calib.batch_size)
+    result = pack_model(model, tensors, body, opts, windows=windows, joint_windows=joint, plan=plan, fill=fill,
+                        planner=planner, route=route, progress=progress, batch_size=calib.batch_size)
     write_artifact(Path(out_path), result.data, inputs=inputs)
     return result

@@ -19,7 +19,7 @@ from core.tokenizer import Tokenizer
 from packer.atomic import refuse_same_path
 from packer.errors import UsageError
 from packer.writer import write_artifact
-from quant.calibrate import CalibConfig, calibration_windows, default_calib_data
+from quant.calibrate import CalibConfig, calibration_sets, default_calib_data
 from quant.pack import PackOptions, PackResult
 from quant.pipeline import log, pack_model
 
@@ -59,14 +59,14 @@ def pack_source(src: ModelSource, opts: PackOptions, tokenizer_sha256: str, *, c
         raise UsageError(f"{src.provenance.get('file')}: family {src.family!r} is packed by "
                          f"quant.pack.pack_checkpoint_file, not here")
     calib = calib or CalibConfig()
-    windows = None
+    windows = joint = None
     if calib_data is not None:
-        windows = calibration_windows(Path(calib_data), calib.tokens, PGOLF_DEFAULT_SEQ_LEN, src.config.vocab_size)
-        log(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} training tokens from {calib_data}",
-            progress)
+        windows, joint = calibration_sets(Path(calib_data), calib, PGOLF_DEFAULT_SEQ_LEN, src.config.vocab_size,
+                                          progress)
     tensors = {k: v.detach().float().numpy() for k, v in src.tensors.items()}
-    return pack_model(src.model(), tensors, pgolf_body(src, tokenizer_sha256), opts, windows=windows, plan=plan,
-                      fill=fill, planner=planner, progress=progress, batch_size=calib.batch_size)
+    return pack_model(src.model(), tensors, pgolf_body(src, tokenizer_sha256), opts, windows=windows,
+                      joint_windows=joint, plan=plan, fill=fill, planner=planner, progress=progress,
+                      batch_size=calib.batch_size)
 
 
 def pack_pgolf_file(path: Path, out_path: Path, opts: PackOptions, pgolf: PGolfOptions = NO_PGOLF_OPTIONS,

@@ -6,8 +6,10 @@ when `fill` is set, or when the default plan does not fit the budget (said on st
 solve and the solves from uniform starts the planner keeps the plan with the least measured joint
 calibration loss, and confirms it by real packs: the first solve gets the budget minus the measured
 manifest/header/code overhead; if a pack comes out over, the payload target drops below that plan's payload
-by the excess and it solves again; a pack never exceeds the budget (pack_tensors refuses). Calibration windows must come from training shards
-(quant/calibrate.py). `route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on
+by the excess and it solves again; a pack never exceeds the budget (pack_tensors refuses). Calibration
+windows must come from training shards (quant/calibrate.py): `windows` give the Hessians and the per-tensor
+sensitivities (hundreds of evaluations), `joint_windows` (more tokens; default the same) the joint loss of
+whole plans, which decides between plans whose predicted losses differ by less than the small set resolves. `route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on
 each confirming pack, which is then packed again with that manifest `routing`, the same encodings.
 Must not read files other than through quant/calibrate.py, or write any.
 """
@@ -67,7 +69,7 @@ class Packer:
 
     def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
                  windows: np.ndarray | None, route: Route | None, code: CodeCount | None,
-                 progress: bool, batch_size: int = 16) -> None:
+                 progress: bool, batch_size: int = 16, joint_windows: np.ndarray | None = None) -> None:
         self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
         self.route = route
         self.code = code or count_code()
@@ -76,6 +78,9 @@ class Packer:
         self.shapes = {n: tuple(v.shape) for n, v in tensors.items()}
         self.hessians: dict[str, Hessian] = {}
         self.evaluator = None
+        self._joint: LossEvaluator | None = None
+        self._joint_windows = joint_windows if windows is not None else None
+        self._model, self._batch_size = model, batch_size
         self.head_names: set[str] = set()
         self.report: dict = {"calibration": None}
         self._measured: dict = {}
@@ -86,13 +91,29 @@ class Packer:
             self.head_names = set(default_head_inputs(model))
             self.report["calibration"] = {"windows": int(windows.shape[0]),
                                           "tokens": int(windows.shape[0] * (windows.shape[1] - 1)),
+                                          "joint_tokens": int(self._joint_windows.shape[0] * (self._joint_windows.shape[1] - 1))
+                                          if self._joint_windows is not None else None,
                                           "seconds": round(time.perf_counter() - t0, 3),
                                           "base_loss_nats": self.evaluator.base}
 
     # --- measuring -----------------------------------------------------------------------------------------
     def loss_delta(self, name: str, cand: Candidate) -> float:
-        """Calibration loss change with `name` (and every alias of it) replaced by the candidate."""
-        return self.joint_delta({name: cand})
+        """Calibration loss change with `name` (and every alias of it) replaced by the candidate (the
+        sensitivity windows)."""
+        return self._delta(self.evaluator, {name: cand})
+
+    @property
+    def joint_evaluator(self) -> LossEvaluator:
+        """The evaluator of whole plans: on the joint windows when given (built on first use), else the same."""
+        if self._joint_windows is None:
+            return self.evaluator
+        if self._joint is None:
+            self._joint = LossEvaluator(self._model, self._joint_windows, self._batch_size)
+        return self._joint
+
+    def joint_delta(self, cands: dict[str, Candidate]) -> float:
+        """Loss change on the joint windows with every given tensor (and its aliases) replaced."""
+        return self._delta(self.joint_evaluator, cands)
 
     # --- packing -------------------------------------------------------------------------------------------
     def pack(self, cands: dict[str, Candidate], report: dict, with_route: bool = True,
@@ -159,15 +180,15 @@ class Packer:
                                             "options_seconds": round(time.perf_counter() - t0, 3)}
         return self._measured[cfg]
 
-    def joint_delta(self, cands: dict[str, Candidate]) -> float:
-        """Calibration loss change with every stored tensor (and its aliases) replaced by its candidate."""
+    def _delta(self, evaluator: LossEvaluator, cands: dict[str, Candidate]) -> float:
+        """Calibration loss change with every given tensor (and its aliases) replaced by its candidate."""
         repl = {}
         for name, cand in cands.items():
             w_hat = formats.decode(cand.format, cand.enc.arrays, self.shapes[name])
             for n in [name] + [a for a, t in self.aliases.items() if t == name]:
                 if n in self.evaluator.params:
                     repl[n] = w_hat
-        return self.evaluator.loss_with(repl) - self.evaluator.base if repl else 0.0
+        return evaluator.loss_with(repl) - evaluator.base if repl else 0.0
 
     def plan_to_budget(self, cfg: PlannerConfig, budget_bytes: int | None = None) -> PackResult:
         """The planner's artifact for budget_bytes (default opts.budget_bytes), confirmed by packing.
@@ -246,19 +267,20 @@ def _method_applies(fmt: str, opts: PackOptions, has_hessian: bool) -> bool:
 
 
 def packer_for(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
-               windows: np.ndarray | None = None, route: Route | None = None, code: CodeCount | None = None,
+               windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
+               route: Route | None = None, code: CodeCount | None = None,
                progress: bool = True, batch_size: int = 16) -> Packer:
     """A packing session whose calibration and planner options are reused across plans and budgets
     (packer.plan_to_budget(PlannerConfig(), budget), packer.fixed(plan, "plan"))."""
-    return Packer(model, tensors, body, opts, windows, route, code, progress, batch_size)
+    return Packer(model, tensors, body, opts, windows, route, code, progress, batch_size, joint_windows)
 
 
 def pack_model(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
-               windows: np.ndarray | None = None, plan: dict[str, tuple[str, str | None]] | None = None,
+               windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None, plan: dict[str, tuple[str, str | None]] | None = None,
                fill: bool = False, planner: PlannerConfig | None = None, route: Route | None = None,
                code: CodeCount | None = None, progress: bool = True, batch_size: int = 16) -> PackResult:
     """Pack `tensors` (the model's state, float32 numpy) under opts.budget_bytes; see the module docstring."""
-    pk = Packer(model, tensors, body, opts, windows, route, code, progress, batch_size)
+    pk = Packer(model, tensors, body, opts, windows, route, code, progress, batch_size, joint_windows)
     base = {n: (f, None) for n, f in default_plan(pk.shapes, opts).items()}
     if plan is not None:
         unknown = sorted(set(plan) - set(tensors))

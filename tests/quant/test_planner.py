@@ -135,3 +135,26 @@ def test_planner_keeps_the_start_with_the_least_joint_loss(setup):
     best = min(joint, key=lambda j: j["measured_dloss_nats"])
     assert res.report["start"] == best["start"] == res.report["plan"]["start"]
     assert np.isfinite(res.report["measured_dloss_nats"])
+
+
+def test_joint_check_runs_on_its_own_larger_window_set(setup, tiny, tiny_dir):
+    """With joint windows given, whole plans are scored there (sensitivities stay on the small set): the
+    reported joint loss is the artifact's loss on exactly those windows, and the report says how many."""
+    from quant.calibrate import LossEvaluator
+
+    _, _, low, high = setup
+    model, tensors = tiny.model(), tiny.tensors(tiny.model())
+    small = calibration_windows(tiny_dir, 2048, tiny.cfg.seq_len, tiny.cfg.vocab_size)
+    big = calibration_windows(tiny_dir, 8192, tiny.cfg.seq_len, tiny.cfg.vocab_size)
+    session = packer_for(model, tensors, tiny.body(), PackOptions(budget_bytes=10**9, extra_codecs=FAST),
+                         windows=small, joint_windows=big, progress=False)
+    res = session.plan_to_budget(PlannerConfig(menu=MENU), int(low.total_bytes + 0.3 * (high.total_bytes
+                                                                                         - low.total_bytes)))
+    assert res.report["calibration"]["joint_tokens"] == big.shape[0] * (big.shape[1] - 1) > small.size
+    decoded = {n: formats.decode(e.format, e.arrays, tensors[n].shape) for n, e in res.encoded.items()}
+    decoded.update({a: decoded[t] for a, t in res.aliases.items()})
+    on = {name: LossEvaluator(tiny.model(), w) for name, w in (("big", big), ("small", small))}
+    measured = {k: ev.loss_with({n: v for n, v in decoded.items() if n in ev.params}) - ev.base
+                for k, ev in on.items()}
+    assert res.report["measured_dloss_nats"] == pytest.approx(measured["big"], abs=1e-9)
+    assert abs(measured["big"] - measured["small"]) > 1e-6      # the two sets really differ
