@@ -7,13 +7,16 @@ calibration loss subject to the real packed size fitting a byte budget.
    takes that option ("measured"; changes below a noise floor follow a power law in the error fitted to the
    significant ones, then an isotonic fit makes them monotone in the error, so noise cannot rank a worse
    reconstruction above a better one), or, for large models, alpha_t x error with alpha_t fitted
-   per tensor on two measured probes ("hessian"); "auto" measures when the evaluations fit a cap.
+   per tensor on two measured probes ("hessian"; when both are below the noise floor the coarsest option
+   is measured too, and an unresolved slope is bounded by floor / largest probed error, never taken as
+   zero); "auto" measures when the evaluations fit a cap.
 3. Solve: the multiple-choice knapsack, exactly, by dynamic programming over bytes (a tensor's bytes are
    rounded up to the DP's byte unit, so a solution never over-runs the payload budget).
 4. Joint check: per-tensor losses do not add up exactly (at low bits the damage compounds), so the solve is
    also run from uniform starting points (`uniform_seeds`: every matrix at b bits, the embedding at b or 8 —
    the schemes entries pick by hand), each allowed only the options that improve on its start
-   (`restrict`); quant/pipeline.py measures the joint calibration loss of every such plan and keeps the best.
+   (`restrict`: no more loss predicted and no more error); quant/pipeline.py measures the joint
+   calibration loss of every such plan and keeps the best.
 quant/pipeline.py confirms by packing and adjusts for the manifest. Must not write files.
 """
 
@@ -138,15 +141,40 @@ def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_eval
         if mode == "measured":
             _smooth(opts, noise_nats)
         else:
-            for fam in {o.cand.family for o in opts}:
-                meas = [o for o in probes[name] if o.cand.family == fam]
-                num = sum(max(o.measured, 0.0) * o.cand.error for o in meas)
-                den = sum(o.cand.error ** 2 for o in meas)
-                alpha = num / den if den > 0 else 0.0
-                for o in opts:
-                    if o.cand.family == fam:
-                        o.dloss = alpha * o.cand.error
+            for o in _fallback_probes(opts, noise_nats):
+                o.measured = float(loss_of(name, o.cand))
+            _linear(opts, noise_nats)
     return mode
+
+
+def _fallback_probes(opts: list[Option], noise_nats: float) -> list[Option]:
+    """Per family whose probes all measured below the noise floor, its largest-error option not yet measured:
+    a slope fitted to noise alone would call the coarsest formats free."""
+    out = []
+    for fam in {o.cand.family for o in opts}:
+        group = [o for o in opts if o.cand.family == fam]
+        if not any(o.measured is not None and o.measured > noise_nats for o in group):
+            rest = [o for o in group if o.measured is None]
+            if rest:
+                out.append(max(rest, key=lambda o: o.cand.error))
+    return out
+
+
+def _linear(opts: list[Option], noise_nats: float) -> None:
+    """dloss = alpha x error per family, alpha least squares through 0 over the probes measured above the
+    noise floor; with none, alpha = floor / the largest probed error (the most the slope can be, given that
+    the coarsest probe stayed under the floor), so an unresolved tensor is never predicted free."""
+    for fam in {o.cand.family for o in opts}:
+        group = [o for o in opts if o.cand.family == fam]
+        meas = [o for o in group if o.measured is not None and o.cand.error > 0]
+        sig = [o for o in meas if o.measured > noise_nats]
+        if sig:
+            alpha = sum(o.measured * o.cand.error for o in sig) / sum(o.cand.error ** 2 for o in sig)
+        else:
+            top = max((o.cand.error for o in meas), default=0.0)
+            alpha = noise_nats / top if top > 0 else 0.0
+        for o in group:
+            o.dloss = alpha * o.cand.error
 
 
 def _probes(opts: list[Option]) -> list[Option]:
@@ -226,8 +254,12 @@ def uniform_seeds(options: dict[str, list[Option]], is_embedding, payload_budget
 
 
 def restrict(options: dict[str, list[Option]], seed: dict[str, Option]) -> dict[str, list[Option]]:
-    """Per tensor, its seed option and the options predicted to lose no more than it (upgrades only)."""
-    return {n: [o for o in opts if o is seed[n] or o.dloss <= seed[n].dloss] for n, opts in options.items()}
+    """Per tensor, its seed option and its upgrades: predicted to lose no more than the seed and, within the
+    seed's error family, with no more reconstruction error (a coarser format whose measured loss is noise
+    is not an upgrade)."""
+    def up(o: Option, s: Option) -> bool:
+        return o is s or (o.dloss <= s.dloss and (o.cand.family != s.cand.family or o.cand.error <= s.cand.error))
+    return {n: [o for o in opts if up(o, seed[n])] for n, opts in options.items()}
 
 
 # --- plan files ----------------------------------------------------------------------------------------------

@@ -158,3 +158,35 @@ def test_joint_check_runs_on_its_own_larger_window_set(setup, tiny, tiny_dir):
                 for k, ev in on.items()}
     assert res.report["measured_dloss_nats"] == pytest.approx(measured["big"], abs=1e-9)
     assert abs(measured["big"] - measured["small"]) > 1e-6      # the two sets really differ
+
+
+def test_restrict_does_not_call_a_coarser_format_an_upgrade():
+    """A ternary option whose measured loss is noise (lower dloss than the int8 seed) has far more error:
+    it is not an upgrade of int8, so a start at int8 cannot slide down to it."""
+    opts = {"w": [fake("w", 10, 20.0, 0.0, "ternary_row"), fake("w", 40, 0.5, 1e-4, "int6_row"),
+                  fake("w", 80, 0.01, 2e-4, "int8_row"), fake("w", 160, 0.0, 1e-4, "fp16")]}
+    up = restrict(opts, {"w": opts["w"][2]})
+    assert [o.cand.format for o in up["w"]] == ["int8_row", "fp16"]
+
+
+def test_hessian_mode_never_predicts_a_coarse_format_free():
+    """Both regular probes measure noise; the coarsest option really costs 0.004 nats. The fallback probe
+    measures it, so its predicted loss is what it costs, not alpha ~ 0 fitted to the noise."""
+    from quant.planner import sensitivities
+
+    errors = [20.0, 3.0, 1.0, 0.5, 0.01]
+    opts = {"w": [fake("w", 10 * (i + 1), e, 0.0, "int4_row") for i, e in enumerate(errors)]}
+    measured = []
+
+    def loss_of(name, cand):
+        measured.append(cand.error)
+        return 0.004 if cand.error == 20.0 else 1e-5
+
+    assert sensitivities(opts, loss_of, "hessian", 0, progress=False, noise_nats=2e-4) == "hessian"
+    assert 20.0 in measured and len(measured) == 3
+    d = {o.cand.error: o.dloss for o in opts["w"]}
+    assert d[20.0] == pytest.approx(0.004) and d[3.0] == pytest.approx(0.004 * 3 / 20)
+    # nothing significant anywhere: the slope is bounded by floor / the largest probed error, not zero
+    opts = {"w": [fake("w", 10 * (i + 1), e, 0.0, "int4_row") for i, e in enumerate(errors)]}
+    sensitivities(opts, lambda n, c: 1e-5, "hessian", 0, progress=False, noise_nats=2e-4)
+    assert {o.cand.error: o.dloss for o in opts["w"]}[20.0] == pytest.approx(2e-4)
