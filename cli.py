@@ -248,6 +248,13 @@ def route_from(kw: dict, checkpoint, calib_data):
 @click.option("--joint-tokens", type=int, default=65_536, show_default=True,
               help="Training tokens on which the planner measures the joint loss of whole candidate plans "
                    "(about ten evaluations per budget); 0 uses the --calib-tokens set.")
+@click.option("--sensitivity", default="auto", show_default=True, type=click.Choice(["auto", "measured", "hessian"]),
+              help="How the planner predicts each option's loss: measured (one calibration evaluation per "
+                   "option), hessian (a Hessian-error slope from 2-3 probes per tensor), or auto.")
+@click.option("--calib-seconds", type=float, default=None,
+              help="auto: measure every option only if the estimated time (options x one timed evaluation) "
+                   "fits these seconds, else use the Hessian proxy (default: no time limit; at most 300 "
+                   "measured options).")
 @click.option("--fill/--no-fill", default=None,
               help="Let the planner choose formats to fill the budget (default: yes when --budget-bytes is "
                    "given; otherwise the default plan, and the planner only if that plan does not fit).")
@@ -268,7 +275,7 @@ def route_from(kw: dict, checkpoint, calib_data):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, calib_data,
-         calib_tokens, joint_tokens, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
+         calib_tokens, joint_tokens, sensitivity, calib_seconds, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact file under the
     byte budget."""
     from core.sources import checkpoint_family
@@ -286,7 +293,8 @@ def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, contro
                          "--budget-bytes still caps the result)")
     if fill is None:
         fill = plan_file is None and ctx.get_parameter_source("budget_bytes") == click.core.ParameterSource.COMMANDLINE
-    planner = PlannerConfig(**({"menu": tuple(f.strip() for f in menu.split(",") if f.strip())} if menu else {}))
+    planner = PlannerConfig(sensitivity=sensitivity, max_measured_seconds=calib_seconds,
+                            **({"menu": tuple(f.strip() for f in menu.split(",") if f.strip())} if menu else {}))
     plan = read_plan(plan_file) if plan_file is not None else None
     calib = CalibConfig(data=calib_data, tokens=calib_tokens, joint_tokens=joint_tokens)
     if checkpoint_family(checkpoint) == "recurrent":

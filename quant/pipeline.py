@@ -172,10 +172,12 @@ class Packer:
             t0 = time.perf_counter()
             options = self.options(cfg)
             evals0 = self.evaluator.evals
+            per_eval = self.evaluator.seconds / max(self.evaluator.evals, 1)
             mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals,
-                                 self.progress, cfg.noise_nats)
+                                 self.progress, cfg.noise_nats, per_eval, cfg.max_measured_seconds)
             self._measured[cfg] = options, {"mode": "planner", "sensitivity": mode,
                                             "evals": self.evaluator.evals - evals0,
+                                            "seconds_per_eval": round(per_eval, 4),
                                             "options": sum(len(o) for o in options.values()),
                                             "options_seconds": round(time.perf_counter() - t0, 3)}
         return self._measured[cfg]

@@ -47,6 +47,7 @@ class PlannerConfig:
     menu: tuple[str, ...] = DEFAULT_MENU
     sensitivity: str = "auto"
     max_measured_evals: int = 300
+    max_measured_seconds: float | None = None   # auto: measure only if evals x one eval's time fit this
     noise_nats: float = 2e-4        # measured loss changes below this are treated as noise (see _smooth)
 
     def __post_init__(self) -> None:
@@ -58,6 +59,8 @@ class PlannerConfig:
             raise ConfigError(f"PlannerConfig.sensitivity={self.sensitivity!r}: one of {SENSITIVITY_MODES}")
         if not self.noise_nats >= 0:
             raise ConfigError(f"PlannerConfig.noise_nats={self.noise_nats}: must be >= 0")
+        if self.max_measured_seconds is not None and not self.max_measured_seconds >= 0:
+            raise ConfigError(f"PlannerConfig.max_measured_seconds={self.max_measured_seconds}: must be >= 0")
         if self.max_measured_evals < 0:
             raise ConfigError(f"PlannerConfig.max_measured_evals={self.max_measured_evals}: must be >= 0")
 
@@ -120,15 +123,19 @@ def _smooth(opts: list[Option], noise_nats: float) -> None:
 
 
 def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_evals: int,
-                  progress: bool = True, noise_nats: float = 2e-4) -> str:
+                  progress: bool = True, noise_nats: float = 2e-4, eval_seconds: float | None = None,
+                  max_seconds: float | None = None) -> str:
     """Fill Option.dloss for every tensor with more than one option; returns the mode used.
 
-    loss_of(name, cand) -> loss increase (nats/token) with that one tensor replaced by the candidate.
+    loss_of(name, cand) -> loss increase (nats/token) with that one tensor replaced by the candidate. "auto"
+    measures every option when there are at most max_evals of them and, given both, their estimated time
+    (count x eval_seconds, one evaluation's measured time) is at most max_seconds; else "hessian".
     """
     varying = {n: o for n, o in options.items() if len(o) > 1}
     n_all = sum(len(o) for o in varying.values())
     if mode == "auto":
-        mode = "measured" if n_all <= max_evals else "hessian"
+        in_time = max_seconds is None or eval_seconds is None or n_all * eval_seconds <= max_seconds
+        mode = "measured" if n_all <= max_evals and in_time else "hessian"
     probes = {n: (o if mode == "measured" else _probes(o)) for n, o in varying.items()}
     bar = Progress(f"planner: measuring sensitivities ({mode})", sum(len(p) for p in probes.values()),
                    enabled=progress)

@@ -190,3 +190,23 @@ def test_hessian_mode_never_predicts_a_coarse_format_free():
     opts = {"w": [fake("w", 10 * (i + 1), e, 0.0, "int4_row") for i, e in enumerate(errors)]}
     sensitivities(opts, lambda n, c: 1e-5, "hessian", 0, progress=False, noise_nats=2e-4)
     assert {o.cand.error: o.dloss for o in opts["w"]}[20.0] == pytest.approx(2e-4)
+
+
+def test_auto_sensitivity_measures_only_when_the_time_fits():
+    from packer.errors import ConfigError
+    from quant.planner import sensitivities
+
+    def fresh():
+        return {"w": [fake("w", 10 * (i + 1), e, 0.0, "int4_row") for i, e in enumerate((9.0, 3.0, 1.0, 0.1))]}
+
+    def run(**kw):
+        calls = []
+        mode = sensitivities(fresh(), lambda n, c: calls.append(c) or 1e-3 * c.error, "auto", 300,
+                             progress=False, **kw)
+        return mode, len(calls)
+
+    assert run() == ("measured", 4)
+    assert run(eval_seconds=2.0, max_seconds=8.0) == ("measured", 4)          # 4 options x 2 s fit 8 s
+    assert run(eval_seconds=2.0, max_seconds=7.9) == ("hessian", 2)           # they do not: two probes
+    with pytest.raises(ConfigError, match="max_measured_seconds"):
+        PlannerConfig(max_measured_seconds=-1.0)
