@@ -46,7 +46,7 @@ from core.sources import PGolfOptions, is_golfpack_checkpoint, load_source
 from core.tokenizer import Tokenizer
 from quant import formats
 from quant import primitives as P
-from quant.calibrate import CalibConfig, calibration_sets
+from quant.calibrate import CalibConfig, calibration_sets, checkpoint_holdout
 from quant.gptq import GPTQConfig, gptq_codes
 from quant.pack import PackOptions, checkpoint_body, is_control, is_embedding, pack_tensors
 from quant.pipeline import packer_for
@@ -217,12 +217,14 @@ def main() -> None:
     if is_golfpack_checkpoint(args.ckpt) and load_checkpoint(args.ckpt).family == "recurrent":
         ckpt = load_checkpoint(args.ckpt)
         family, cfg, state, body = "recurrent", ckpt.config, dict(ckpt.tensors), checkpoint_body(ckpt)
+        holdout = checkpoint_holdout(ckpt.meta)          # calibrate where pack would: the unseen tail
     else:                                   # a Parameter Golf checkpoint (.pt / .ptz / safetensors)
         from quant.pack_foreign import pgolf_body
 
         src = load_source(args.ckpt, PGolfOptions(mlp_power=args.mlp_power))
         family, cfg, state = src.family, src.config, dict(src.tensors)
         body = pgolf_body(src, Tokenizer.load(args.tokenizer).sha256)
+        holdout = 0
     state = {k: v.detach().float().contiguous() for k, v in state.items()}
     tensors = {k: v.numpy().copy() for k, v in state.items()}
     shapes = {k: v.shape for k, v in tensors.items()}
@@ -236,7 +238,7 @@ def main() -> None:
     log(f"fp32 reference {fp_bpb:.4f} bpb; {params:,} parameters")
     windows, joint = calibration_sets(args.data, CalibConfig(tokens=args.calib_tokens,
                                                              joint_tokens=args.joint_tokens),
-                                      seq_len, cfg.vocab_size)
+                                      seq_len, cfg.vocab_size, holdout=holdout)
     session = packer_for(model, tensors, sc.body, PackOptions(budget_bytes=10**12), windows=windows,
                          joint_windows=joint, progress=True)
     code_bytes = session.code.compressed_bytes
@@ -318,7 +320,7 @@ def main() -> None:
         log(f"{label}: {res.file_bytes:,} B, {defaults[-1]['bpb']:.4f} bpb")
 
     out = {"checkpoint": str(args.ckpt), "params": params, "fp32_bpb": fp_bpb, "code_bytes": code_bytes,
-           "calibration": session.report["calibration"], "planner": session.measured_options(cfg)[1],
+           "calibration": {**session.report["calibration"], "holdout_tail_tokens": holdout}, "planner": session.measured_options(cfg)[1],
            "peers": peers, "golfpack_budgets": budgets, "gptq_vs_rtn": ablation, "defaults": defaults,
            "seconds": round(time.perf_counter() - t_start, 1), "torch_threads": args.threads}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -84,9 +84,12 @@ def default_calib_data(ckpt_path: Path) -> Path | None:
     return folder if any(p.is_file() for p in folder.glob("*_train_*.bin")) else None
 
 
-def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int) -> np.ndarray:
-    """int64 [N, L+1] windows (L = min(seq_len, stream)) spread evenly over the training tokens, N*L ~ n_tokens."""
+def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int, tail: int = 0) -> np.ndarray:
+    """int64 [N, L+1] windows (L = min(seq_len, stream)) spread evenly over the training tokens (with `tail`,
+    over their last `tail` tokens only), N*L ~ n_tokens."""
     tokens = load_tokens(train_shards(data))
+    if tail:
+        tokens = tokens[-tail:]
     if len(tokens) < 2:
         raise DataError(f"--calib-data {data}: the training shards hold {len(tokens)} tokens; need at least 2")
     if int(tokens.max()) >= vocab_size:
@@ -98,18 +101,29 @@ def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int
     return np.stack([np.asarray(tokens[s:s + L + 1], dtype=np.int64) for s in starts])
 
 
-def calibration_sets(data: Path, calib: CalibConfig, seq_len: int, vocab_size: int,
-                     progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def checkpoint_holdout(meta: dict) -> int:
+    """How many tokens at the end of its training stream a golfpack checkpoint never trained on (0 if none
+    or unknown: checkpoints from before the hold-out, and foreign ones)."""
+    train = meta.get("train") if isinstance(meta, dict) else None
+    n = train.get("holdout_tokens", 0) if isinstance(train, dict) else 0
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+
+def calibration_sets(data: Path, calib: CalibConfig, seq_len: int, vocab_size: int, progress: bool = True,
+                     holdout: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """(windows for Hessians and sensitivities, windows for the planner's joint check or None = the same),
-    both spread evenly over the training shards of `data`; said on stderr."""
+    spread evenly over the training shards of `data`, or with `holdout` over their last `holdout` tokens:
+    the tail the model never trained on, where quantization damage looks as it will on new text (on tokens
+    a model has memorised it does not: a plan chosen there can lose on validation). Said on stderr."""
     import sys
-    windows = calibration_windows(Path(data), calib.tokens, seq_len, vocab_size)
-    joint = (calibration_windows(Path(data), calib.joint_tokens, seq_len, vocab_size)
+    windows = calibration_windows(Path(data), calib.tokens, seq_len, vocab_size, holdout)
+    joint = (calibration_windows(Path(data), calib.joint_tokens, seq_len, vocab_size, holdout)
              if calib.joint_tokens and calib.joint_tokens != calib.tokens else None)
     if progress:
         extra = "" if joint is None else f"; whole plans on {joint.shape[0]} x {joint.shape[1] - 1}"
-        sys.stderr.write(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} training tokens from "
-                         f"{data}{extra}\n")
+        where = f"the last {holdout:,} (held out from training) of " if holdout else ""
+        sys.stderr.write(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} tokens of {where}the "
+                         f"training shards in {data}{extra}\n")
     return windows, joint
 
 

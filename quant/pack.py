@@ -221,7 +221,7 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     tensors (verify.adaptive.routing_calibrator builds one).
     Calibration (GPTQ's Hessians, the planner's sensitivities) reads TRAINING shards only: those of
     `calib.data` (quant.calibrate.CalibConfig), by default the checkpoint's own folder when it holds
-    `*_train_*.bin` shards; without any, scales come from data-free methods (said on stderr) and the planner
+    `*_train_*.bin` shards, and of those only the tail the checkpoint says training held out, if any; without any, scales come from data-free methods (said on stderr) and the planner
     is unavailable. `plan`: explicit name -> (format, scale method or None) for some tensors (the rest
     default); `fill`: the planner fills opts.budget_bytes; `planner`: quant.planner.PlannerConfig."""
     from pathlib import Path
@@ -230,7 +230,7 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     from core.model import RecurrentLM
     from packer.atomic import refuse_same_path
     from packer.writer import write_artifact
-    from quant.calibrate import CalibConfig, calibration_sets, default_calib_data
+    from quant.calibrate import CalibConfig, calibration_sets, checkpoint_holdout, default_calib_data
     from quant.pipeline import log, pack_model
 
     inputs = [Path(ckpt_path), *checkpoint_paths(Path(ckpt_path))]
@@ -242,7 +242,8 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     data = calib.data if calib.data is not None else default_calib_data(Path(ckpt_path))
     windows = joint = None
     if data is not None:
-        windows, joint = calibration_sets(Path(data), calib, ckpt.config.seq_len, ckpt.config.vocab_size, progress)
+        windows, joint = calibration_sets(Path(data), calib, ckpt.config.seq_len, ckpt.config.vocab_size, progress,
+                                          holdout=checkpoint_holdout(ckpt.meta))
     else:
         log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
             "scales by data-free clip choice, no GPTQ, no planner", progress)

@@ -74,3 +74,36 @@ def test_calibrated_pack_does_not_depend_on_torch_threads(tiny, tiny_dir):
         out.append(pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win,
                               progress=False).data)
     assert out[0] == out[1]
+
+
+def test_checkpoint_holdout_reads_the_training_meta():
+    from quant.calibrate import checkpoint_holdout
+    assert checkpoint_holdout({"train": {"holdout_tokens": 65_537}}) == 65_537
+    for meta in ({}, {"train": {}}, {"train": {"holdout_tokens": 0}}, {"train": {"holdout_tokens": True}},
+                 {"train": "x"}, None):
+        assert checkpoint_holdout(meta) == 0
+
+
+def test_a_checkpoint_with_a_hold_out_is_calibrated_on_that_tail_only(tiny, tiny_dir, tmp_path):
+    """The stream's head holds token ids the model cannot have (>= vocab): windows over the whole stream
+    are refused, windows over the hold-out tail never see them, and pack calibrates there."""
+    from core.checkpoint import save_checkpoint
+    from packer.errors import DataError
+
+    TINY = tiny.cfg
+    tail = 4096
+    toks = np.concatenate([np.full(6000, TINY.vocab_size + 5), np.arange(tail) % TINY.vocab_size]).astype(np.uint16)
+    write_shard(tmp_path / "t_train_000000.bin", toks)
+    with pytest.raises(DataError, match="outside the model's vocabulary"):
+        calibration_windows(tmp_path, 2048, TINY.seq_len, TINY.vocab_size)
+    win = calibration_windows(tmp_path, 2048, TINY.seq_len, TINY.vocab_size, tail=tail)
+    assert win.max() < TINY.vocab_size and win.shape == (64, TINY.seq_len + 1)
+    save_checkpoint(tmp_path / "held", tiny.model(), TINY, {"tokenizer_sha256": None,
+                                                            "train": {"holdout_tokens": tail}})
+    res = pack_checkpoint_file(tmp_path / "held.safetensors", tmp_path / "held.gpk",
+                               PackOptions(extra_codecs=()), progress=False)
+    assert res.report["calibration"]["windows"] > 0 and "gptq" in set(res.scales.values())
+    save_checkpoint(tmp_path / "seen", tiny.model(), TINY, {"tokenizer_sha256": None})
+    with pytest.raises(DataError, match="outside the model's vocabulary"):
+        pack_checkpoint_file(tmp_path / "seen.safetensors", tmp_path / "seen.gpk", PackOptions(extra_codecs=()),
+                             progress=False)
