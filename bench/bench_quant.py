@@ -340,6 +340,15 @@ def markdown(r: dict) -> str:
                      f"{'yes' if p['golfpack_wins'] else 'NO'} |")
     wins = sum(p["golfpack_wins"] for p in r["peers"])
     lines += ["", f"golfpack's bpb is <= the peer's at <= the peer's bytes in {wins} of {len(r['peers'])} rows."]
+    if r.get("paired"):           # bench/quant_paired.py's intervals for the rows golfpack does not win
+        lines += ["", f"95% paired bootstrap intervals of golfpack − peer (resampling {r['paired']['unit']}; "
+                      f"bench/quant_paired.py):", "",
+                  "| peer | peer bytes | peer − fp32 | golfpack − fp32 | golfpack − peer | 95% interval |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for q in r["paired"]["rows"]:
+            lines.append(f"| {q['peer']} | {q['peer_bytes']:,} | {q['peer_bpb'] - q['fp32_bpb']:+.5f} | "
+                         f"{q['golfpack_bpb'] - q['fp32_bpb']:+.5f} | {q['delta_bpb']:+.5f} | "
+                         f"[{q['ci95'][0]:+.5f}, {q['ci95'][1]:+.5f}] |")
     lines += ["", "| budget (bits/param) | file budget | file bytes | total with code / budget | bpb |",
               "|---:|---:|---:|---:|---:|"]
     for b in r["golfpack_budgets"]:
@@ -357,28 +366,32 @@ def markdown(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
+    """Two panels of bpb against bytes: every point, and a zoom on the band near the fp32 model."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     pts = sorted({(g["file_bytes"], g["bpb"]) for g in [*r["golfpack_budgets"]]
                   } | {(p["golfpack_file_bytes"], p["golfpack_bpb"]) for p in r["peers"]})
-    ax.plot([x / 1e3 for x, _ in pts], [y for _, y in pts], "o-", color="black", label="golfpack planner")
     styles = {("baseline", None): ("s", "tab:red"), ("records", "pct5"): ("^", "tab:blue"),
               ("records", "gptq"): ("v", "tab:green")}
-    for (fam, method), (marker, color) in styles.items():
-        sel = [p for p in r["peers"] if p["family"] == fam and p.get("method") == method]
-        if sel:
-            ax.scatter([p["bytes"] / 1e3 for p in sel], [p["bpb"] for p in sel], marker=marker, color=color,
-                       label=f"{fam}{' ' + method if method else ''}", alpha=0.8)
-    ax.axhline(r["fp32_bpb"], color="gray", ls="--", lw=1, label="fp32")
-    ax.set_xlabel("bytes of the weights file (kB; golfpack: whole artifact, code not included)")
-    ax.set_ylabel("verified validation bpb")
-    ax.set_title("bpb versus bytes on the same checkpoint")
-    top = max(p["bpb"] for p in r["peers"] if p["family"] == "records" and p["bits"] >= 4)
-    ax.set_ylim(r["fp32_bpb"] - 0.01, max(top, max(y for _, y in pts)) + 0.01)
-    ax.legend()
+    for ax, zoom in zip(axes, (False, True)):
+        ax.plot([x / 1e3 for x, _ in pts], [y for _, y in pts], "o-", color="black", label="golfpack planner")
+        for (fam, method), (marker, color) in styles.items():
+            sel = [p for p in r["peers"] if p["family"] == fam and p.get("method") == method]
+            if sel:
+                ax.scatter([p["bytes"] / 1e3 for p in sel], [p["bpb"] for p in sel], marker=marker, color=color,
+                           label=f"{fam}{' ' + method if method else ''}", alpha=0.8)
+        ax.axhline(r["fp32_bpb"], color="gray", ls="--", lw=1, label="fp32")
+        ax.set_xlabel("bytes of the weights file (kB; golfpack: whole artifact, code not included)")
+        ax.set_ylabel("verified validation bpb")
+        if zoom:
+            ax.set_ylim(r["fp32_bpb"] - 0.002, r["fp32_bpb"] + 0.012)
+            ax.set_title("near the fp32 model")
+        else:
+            ax.set_title("bpb versus bytes on the same checkpoint")
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
