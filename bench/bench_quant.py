@@ -341,8 +341,8 @@ def markdown(r: dict) -> str:
     wins = sum(p["golfpack_wins"] for p in r["peers"])
     lines += ["", f"golfpack's bpb is <= the peer's at <= the peer's bytes in {wins} of {len(r['peers'])} rows."]
     if r.get("paired"):           # bench/quant_paired.py's intervals for the rows golfpack does not win
-        lines += ["", f"95% paired bootstrap intervals of golfpack − peer (resampling {r['paired']['unit']}; "
-                      f"bench/quant_paired.py):", "",
+        lines += ["", (f"95% paired bootstrap intervals of golfpack − peer (resampling {r['paired']['unit']}; "
+                       f"bench/quant_paired.py):"), "",
                   "| peer | peer bytes | peer − fp32 | golfpack − fp32 | golfpack − peer | 95% interval |",
                   "|---|---:|---:|---:|---:|---|"]
         for q in r["paired"]["rows"]:
