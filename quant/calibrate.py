@@ -12,6 +12,7 @@ Must not: quantize, choose formats, or read validation data.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,7 +116,6 @@ def calibration_sets(data: Path, calib: CalibConfig, seq_len: int, vocab_size: i
     spread evenly over the training shards of `data`, or with `holdout` over their last `holdout` tokens:
     the tail the model never trained on, where quantization damage looks as it will on new text (on tokens
     a model has memorised it does not: a plan chosen there can lose on validation). Said on stderr."""
-    import sys
     windows = calibration_windows(Path(data), calib.tokens, seq_len, vocab_size, holdout)
     joint = (calibration_windows(Path(data), calib.joint_tokens, seq_len, vocab_size, holdout)
              if calib.joint_tokens and calib.joint_tokens != calib.tokens else None)
