@@ -52,6 +52,10 @@ def test_train_pack_audit_verify(workdir, small_tokenizer, trained):
     assert audit["headroom_bytes"] == audit["budget_bytes"] - audit["total_bytes"]
     for t in audit["tensors"]:
         assert {"name", "format", "params", "bytes", "bits_per_param"} <= set(t)
+    m = audit["manifest"]                       # format 1.1: the JSON is stored compressed
+    assert audit["format_version"] == "1.1" and m["stored_bytes"] < m["json_bytes"]
+    assert m["stored_bytes"] == next(s["bytes"] for s in audit["sections"] if s["name"] == "manifest")
+    assert f"{m['stored_bytes']:,} B stored, {m['json_bytes']:,} B as JSON" in run(["audit", str(art)]).stdout
     ver = json.loads(run(["verify", str(art), "--data", str(workdir), "--tokenizer",
                           str(small_tokenizer.path), "--reference", ckpt, "--json"]).stdout)
     for key in ("val_loss", "val_bpb", "tokens", "bytes", "seconds", "tokens_per_second", "unigram_bpb"):
