@@ -341,19 +341,24 @@ def test_corrupt_compressed_stream_is_a_codec_error(name):
             art.raw(name)
 
 
+def peak_bytes_raising(call, error: type, match: str) -> int:
+    """Peak traced allocation while `call()` raises `error` with a message matching `match`."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=match):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_decoded_size_claims_do_not_allocate():
     """A tiny zstd stream that claims 2 GiB: decoding fails typed and memory follows the real output."""
     def lie(m):
         s = sec(m, "w/codes")
         s["params"], s["raw_bytes"] = {}, C.MAX_TENSOR_ELEMENTS
     art = parse_artifact(edited(lie))
-    tracemalloc.start()
-    try:
-        with pytest.raises(CodecError, match="declares 2147483648"):
-            art.raw("w/codes")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes_raising(lambda: art.raw("w/codes"), CodecError, "declares 2147483648")
     assert peak < 8 << 20, f"decoding a 2 GiB claim allocated {peak} bytes"
 
 
@@ -363,13 +368,7 @@ def test_tensor_of_10_12_elements_rejected_before_allocating():
         s = sec(m, "w/codes")
         s["params"]["shape"], s["raw_bytes"] = [10**6, 10**6], 10**12
     data = edited(huge)
-    tracemalloc.start()
-    try:
-        with pytest.raises(SizeError, match="over the"):
-            parse_artifact(data)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes_raising(lambda: parse_artifact(data), SizeError, "over the")
     assert peak < 1 << 20, f"rejecting a 10^12-element claim allocated {peak} bytes"
 
 
@@ -474,13 +473,7 @@ def test_a_1_1_manifest_bomb_is_stopped_at_the_cap_without_the_memory():
     """64 MiB of JSON whitespace compress to a few hundred bytes; decoding stops at the 1 MiB cap."""
     bomb = seal(brotli.compress(b" " * (64 << 20), quality=5), PAYLOAD, minor=1)
     assert len(bomb) < 4096
-    tracemalloc.start()
-    try:
-        with pytest.raises(ManifestError, match="decodes to more than 1048576 bytes"):
-            parse_artifact(bomb)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes_raising(lambda: parse_artifact(bomb), ManifestError, "decodes to more than 1048576 bytes")
     assert peak < 8 * C.MAX_MANIFEST_BYTES, f"decoding the bomb peaked at {peak} bytes"
 
 
