@@ -85,9 +85,8 @@ def default_calib_data(ckpt_path: Path) -> Path | None:
     return folder if any(p.is_file() for p in folder.glob("*_train_*.bin")) else None
 
 
-def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int, tail: int = 0) -> np.ndarray:
-    """int64 [N, L+1] windows (L = min(seq_len, stream)) spread evenly over the training tokens (with `tail`,
-    over their last `tail` tokens only), N*L ~ n_tokens."""
+def calibration_tokens(data: Path, vocab_size: int, tail: int = 0) -> np.ndarray:
+    """The training tokens of `data` (with `tail`, their last `tail` only), checked against the vocabulary."""
     tokens = load_tokens(train_shards(data))
     if tail:
         tokens = tokens[-tail:]
@@ -96,10 +95,20 @@ def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int
     if int(tokens.max()) >= vocab_size:
         raise DataError(f"--calib-data {data}: token id {int(tokens.max())} is outside the model's vocabulary "
                         f"of {vocab_size}; these shards were made with another tokenizer")
+    return tokens
+
+
+def spread_windows(tokens: np.ndarray, n_tokens: int, seq_len: int) -> np.ndarray:
+    """int64 [N, L+1] windows (L = min(seq_len, stream)) spread evenly over `tokens`, N*L ~ n_tokens."""
     L = min(seq_len, len(tokens) - 1)
     n_win = max(1, min(n_tokens // L, len(tokens) - L))
     starts = np.linspace(0, len(tokens) - L - 1, n_win).round().astype(np.int64)
     return np.stack([np.asarray(tokens[s:s + L + 1], dtype=np.int64) for s in starts])
+
+
+def calibration_windows(data: Path, n_tokens: int, seq_len: int, vocab_size: int, tail: int = 0) -> np.ndarray:
+    """Windows spread evenly over the training tokens of `data` (with `tail`, over their last `tail` only)."""
+    return spread_windows(calibration_tokens(data, vocab_size, tail), n_tokens, seq_len)
 
 
 def checkpoint_holdout(meta: dict) -> int:
@@ -116,8 +125,9 @@ def calibration_sets(data: Path, calib: CalibConfig, seq_len: int, vocab_size: i
     spread evenly over the training shards of `data`, or with `holdout` over their last `holdout` tokens:
     the tail the model never trained on, where quantization damage looks as it will on new text (on tokens
     a model has memorised it does not: a plan chosen there can lose on validation). Said on stderr."""
-    windows = calibration_windows(Path(data), calib.tokens, seq_len, vocab_size, holdout)
-    joint = (calibration_windows(Path(data), calib.joint_tokens, seq_len, vocab_size, holdout)
+    tokens = calibration_tokens(Path(data), vocab_size, holdout)       # read once for both sets
+    windows = spread_windows(tokens, calib.tokens, seq_len)
+    joint = (spread_windows(tokens, calib.joint_tokens, seq_len)
              if calib.joint_tokens and calib.joint_tokens != calib.tokens else None)
     if progress:
         extra = "" if joint is None else f"; whole plans on {joint.shape[0]} x {joint.shape[1] - 1}"

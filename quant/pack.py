@@ -221,8 +221,8 @@ def pack_checkpoint_file(ckpt_path, out_path, opts: PackOptions, route=None, *, 
     tensors (verify.adaptive.routing_calibrator builds one).
     Calibration (GPTQ's Hessians, the planner's sensitivities) reads TRAINING shards only: those of
     `calib.data` (quant.calibrate.CalibConfig), by default the checkpoint's own folder when it holds
-    `*_train_*.bin` shards, and of those only the tail the checkpoint says training held out, if any; without any, scales come from data-free methods (said on stderr) and the planner
-    is unavailable. `plan`: explicit name -> (format, scale method or None) for some tensors (the rest
+    `*_train_*.bin` shards, and of those only the tail the checkpoint says training held out, if any;
+    without any, scales come from data-free methods (said on stderr) and the planner is unavailable. `plan`: explicit name -> (format, scale method or None) for some tensors (the rest
     default); `fill`: the planner fills opts.budget_bytes; `planner`: quant.planner.PlannerConfig."""
     from pathlib import Path
 

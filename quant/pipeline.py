@@ -9,8 +9,9 @@ manifest/header/code overhead; if a pack comes out over, the payload target drop
 by the excess and it solves again; a pack never exceeds the budget (pack_tensors refuses). Calibration
 windows must come from training shards (quant/calibrate.py): `windows` give the Hessians and the per-tensor
 sensitivities (hundreds of evaluations), `joint_windows` (more tokens; default the same) the joint loss of
-whole plans, which decides between plans whose predicted losses differ by less than the small set resolves. `route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on
-each confirming pack, which is then packed again with that manifest `routing`, the same encodings.
+whole plans, which decides between plans whose predicted losses differ by less than the small set resolves.
+`route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on each confirming
+pack, which is then packed again with that manifest `routing`, the same encodings.
 Must not read files other than through quant/calibrate.py, or write any.
 """
 
@@ -89,10 +90,8 @@ class Packer:
             self.hessians = calibrate(model, windows, self.aliases, batch_size, progress)
             self.evaluator = LossEvaluator(model, windows, batch_size)
             self.head_names = set(default_head_inputs(model))
-            self.report["calibration"] = {"windows": int(windows.shape[0]),
-                                          "tokens": int(windows.shape[0] * (windows.shape[1] - 1)),
-                                          "joint_tokens": int(self._joint_windows.shape[0] * (self._joint_windows.shape[1] - 1))
-                                          if self._joint_windows is not None else None,
+            self.report["calibration"] = {"windows": int(windows.shape[0]), "tokens": _targets(windows),
+                                          "joint_tokens": _targets(self._joint_windows),
                                           "seconds": round(time.perf_counter() - t0, 3),
                                           "base_loss_nats": self.evaluator.base}
 
@@ -188,7 +187,7 @@ class Packer:
         for name, cand in cands.items():
             w_hat = formats.decode(cand.format, cand.enc.arrays, self.shapes[name])
             for n in [name] + [a for a, t in self.aliases.items() if t == name]:
-                if n in self.evaluator.params:
+                if n in evaluator.params:
                     repl[n] = w_hat
         return evaluator.loss_with(repl) - evaluator.base if repl else 0.0
 
@@ -260,6 +259,11 @@ class Packer:
         return best
 
 
+def _targets(windows: np.ndarray | None) -> int | None:
+    """Scored tokens in [N, L+1] windows (N x L), or None for no windows."""
+    return None if windows is None else int(windows.shape[0] * (windows.shape[1] - 1))
+
+
 def _method_applies(fmt: str, opts: PackOptions, has_hessian: bool) -> bool:
     """Whether opts.scale_method can encode fmt (the planner leaves out formats it cannot)."""
     if opts.scale_method == "best":
@@ -278,11 +282,12 @@ def packer_for(model: nn.Module | None, tensors: dict[str, np.ndarray], body: di
 
 
 def pack_model(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
-               windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None, plan: dict[str, tuple[str, str | None]] | None = None,
-               fill: bool = False, planner: PlannerConfig | None = None, route: Route | None = None,
-               code: CodeCount | None = None, progress: bool = True, batch_size: int = 16) -> PackResult:
+               windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
+               plan: dict[str, tuple[str, str | None]] | None = None, fill: bool = False,
+               planner: PlannerConfig | None = None, route: Route | None = None, code: CodeCount | None = None, progress: bool = True, batch_size: int = 16) -> PackResult:
     """Pack `tensors` (the model's state, float32 numpy) under opts.budget_bytes; see the module docstring."""
-    pk = Packer(model, tensors, body, opts, windows, route, code, progress, batch_size, joint_windows)
+    pk = packer_for(model, tensors, body, opts, windows=windows, joint_windows=joint_windows, route=route,
+                    code=code, progress=progress, batch_size=batch_size)
     base = {n: (f, None) for n, f in default_plan(pk.shapes, opts).items()}
     if plan is not None:
         unknown = sorted(set(plan) - set(tensors))
