@@ -2,8 +2,9 @@
 
 Every file is hostile. Order (FORMAT.md "Reading" lists each rejection and its error class): size floor,
 magic, version, manifest length bound, whole-file SHA-256 (on mismatch, per-section CRC32 names the damaged
-section), the stored manifest decoded to its JSON (1.1: bounded brotli), manifest JSON + canonical form + schema (packer.manifest: types, ranges, names, codec and tensor
-format names against the registries, element counts x element sizes against declared lengths), section
+section), the stored manifest decoded to its JSON (1.1: bounded brotli), manifest JSON + canonical form +
+schema (packer.manifest: types, ranges, names, codec and tensor format names against the registries,
+element counts x element sizes against declared lengths), section
 table tiling the payload exactly, per-section CRC32. Nothing is allocated from a size the file merely
 claims: every claimed size is checked against the limits and the actual bytes first. Decoding a section is
 bounded by its declared raw length, and any failure of a codec surfaces as CodecError. Must not import

@@ -84,6 +84,11 @@ def pareto(cands: list[Candidate]) -> list[Candidate]:
     return out
 
 
+def _by_family(opts: list[Option]) -> list[list[Option]]:
+    """The options grouped by error family (errors compare only within one), families in name order."""
+    return [[o for o in opts if o.cand.family == fam] for fam in sorted({o.cand.family for o in opts})]
+
+
 def isotonic(values: list[float]) -> list[float]:
     """Least-squares non-decreasing fit (pool adjacent violators)."""
     blocks: list[list[float]] = []           # [mean, weight]
@@ -101,8 +106,8 @@ def _smooth(opts: list[Option], noise_nats: float) -> None:
     is replaced by a power law dloss = a * error^b fitted (in logs) to the significant ones, capped at the
     floor, so that tiny differences of noise cannot rank a worse reconstruction above a better one and spare
     bytes still buy lower error; then an isotonic fit in increasing error, floored at 0."""
-    for fam in {o.cand.family for o in opts}:
-        group = sorted((o for o in opts if o.cand.family == fam), key=lambda o: o.cand.error)
+    for group in _by_family(opts):
+        group = sorted(group, key=lambda o: o.cand.error)
         sig = [(math.log(o.cand.error), math.log(o.measured)) for o in group
                if o.measured > noise_nats and o.cand.error > 0]
         top = max((o.cand.error for o in group), default=0.0)
@@ -158,8 +163,7 @@ def _fallback_probes(opts: list[Option], noise_nats: float) -> list[Option]:
     """Per family whose probes all measured below the noise floor, its largest-error option not yet measured:
     a slope fitted to noise alone would call the coarsest formats free."""
     out = []
-    for fam in {o.cand.family for o in opts}:
-        group = [o for o in opts if o.cand.family == fam]
+    for group in _by_family(opts):
         if not any(o.measured is not None and o.measured > noise_nats for o in group):
             rest = [o for o in group if o.measured is None]
             if rest:
@@ -171,8 +175,7 @@ def _linear(opts: list[Option], noise_nats: float) -> None:
     """dloss = alpha x error per family, alpha least squares through 0 over the probes measured above the
     noise floor; with none, alpha = floor / the largest probed error (the most the slope can be, given that
     the coarsest probe stayed under the floor), so an unresolved tensor is never predicted free."""
-    for fam in {o.cand.family for o in opts}:
-        group = [o for o in opts if o.cand.family == fam]
+    for group in _by_family(opts):
         meas = [o for o in group if o.measured is not None and o.cand.error > 0]
         sig = [o for o in meas if o.measured > noise_nats]
         if sig:
@@ -188,8 +191,8 @@ def _probes(opts: list[Option]) -> list[Option]:
     """Per family, the second-cheapest option (the cheapest, often ternary, is far from linear) and the
     one in the middle of the byte order."""
     out = []
-    for fam in sorted({o.cand.family for o in opts}):
-        g = sorted((o for o in opts if o.cand.family == fam), key=lambda o: o.cand.bytes)
+    for group in _by_family(opts):
+        g = sorted(group, key=lambda o: o.cand.bytes)
         out.extend({id(o): o for o in (g[min(1, len(g) - 1)], g[len(g) // 2])}.values())
     return out
 
