@@ -81,7 +81,7 @@ def train_options(f):
                      help="Train both routing exits: loss = mean of the pass-K and pass-K+1 losses."),
         click.option("--holdout-tokens", type=int, default=65_537, show_default=True,
                      help="Never train on the training shards' last N tokens: pack calibrates the routing "
-                          "rule there (its --route-calib-tokens + 1). 0 holds none out."),
+                          "rule (its --route-calib-tokens + 1) and the quantization there. 0 holds none out."),
     ]):
         f = opt(f)
     return f
@@ -275,7 +275,8 @@ def route_from(kw: dict, checkpoint, calib_data):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, embed_format, matrix_format, control_format, tokenizer, calib_data,
-         calib_tokens, joint_tokens, sensitivity, calib_seconds, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
+         calib_tokens, joint_tokens, sensitivity, calib_seconds, fill, plan_file, plan_out, scale_method, codec_list,
+         menu, as_json, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact file under the
     byte budget."""
     from core.sources import checkpoint_family

@@ -122,7 +122,8 @@ def holdout_split(train_tokens: np.ndarray, holdout: int, seq_len: int) -> np.nd
     """The part of the training stream that training samples from: all but its last `holdout` tokens.
 
     `pack` calibrates the routing rule on the tail of the training shards (its --route-calib-tokens + 1,
-    by default exactly this hold-out), so the threshold is set on tokens the model never trained on."""
+    by default exactly this hold-out), and the quantization on this hold-out (the checkpoint records it),
+    so both are set on tokens the model never trained on."""
     if holdout == 0:
         return train_tokens
     if len(train_tokens) - holdout < max(2 * holdout, seq_len + 2):
