@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from packer import codecs
-from packer import entropy_models as em
+from packer.entropy import codec as ans_codec
+from packer.entropy import models as em
 from quant import primitives as P
 
 PGOLF = ROOT / ".." / "shared" / "data" / "pgolf"
@@ -119,7 +120,7 @@ def run_set(name: str, tensors: list[tuple[str, np.ndarray]], bits: int, scales:
             t_enc += t1 - t0
             t_dec += t2 - t1
             if cname.startswith("ans"):
-                d = em.describe(blob, {"dtype": "int8", "shape": list(c.shape), "bits": bits})
+                d = ans_codec.describe(blob, {"dtype": "int8", "shape": list(c.shape), "bits": bits})
                 model_bytes += d["model_bytes"]
                 models[d["model"]] = models.get(d["model"], 0) + 1
         res = {"bytes": total, "vs_order0": round(total / h0, 5) if h0 else None,

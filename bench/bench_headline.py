@@ -78,26 +78,28 @@ def one_seed(work: Path, bundle, seed: int, train_seconds: float, args) -> dict:
     from core.config import ModelConfig
     from core.route_calibrate import RouteOptions
     from core.shards import find_shards, load_tokens
+    from core.sources import load_source
     from core.train import TrainConfig
     from core.train_job import run_train
     from packer.reader import read_artifact
-    from quant.pack import PackOptions, pack_checkpoint_file
-    from verify.adaptive import resolve_policy, routing_calibrator
-    from verify.job import verify_artifact
-    from verify.load import build_model
+    from quant.calibrate import CalibConfig
+    from quant.pack_job import PackRequest, pack_job
+    from quant.unpack import build_model
+    from verify.adaptive import resolve_policy
+    from verify.job import VerifyRequest, verify_job
 
     torch.set_num_threads(1)
     rows = {}
     arts = {}
-    train_tokens = load_tokens(find_shards(work, "train"))
     for name, spec, two_exit in (("static", STATIC, False), ("recurrent", RECURRENT, True)):
         load0 = os.getloadavg()[0]
         tc = TrainConfig(train_seconds=train_seconds, seed=seed, two_exit=two_exit, threads=1, eval_every=10**9)
         res = run_train(work, bundle.tokenizer_path, work / f"s{seed}", ModelConfig(**spec), tc,
                         name=f"{name}_s{seed}", progress=False)
-        route = routing_calibrator(train_tokens, RouteOptions(seed=seed)) if name == "recurrent" else None
         art = work / f"s{seed}" / f"{name}.gpk"
-        packed = pack_checkpoint_file(res.checkpoint, art, PackOptions(), route, progress=False)
+        packed = pack_job(load_source(res.checkpoint), PackRequest(
+            out=art, calib=CalibConfig(data=work), progress=False,
+            route=RouteOptions(seed=seed) if name == "recurrent" else None))
         arts[name] = art
         rows[name] = {"model": spec, "params": res.params, "train_steps": res.steps,
                       "train_seconds": round(res.seconds, 1), "two_exit_loss": two_exit,
@@ -107,7 +109,7 @@ def one_seed(work: Path, bundle, seed: int, train_seconds: float, args) -> dict:
                 "recurrent_routed": ("recurrent", "embedded"), "recurrent_uniform_k1": ("recurrent", "uniform-K+1")}
     out = {}
     for row, (name, policy) in policies.items():
-        rep = verify_artifact(arts[name], [work], bundle.tokenizer_path, progress=False, policy=policy)
+        rep = verify_job(VerifyRequest(arts[name], (work,), bundle.tokenizer_path, policy=policy, progress=False))
         out[row] = {**rows[name], "policy": rep["policy"], "val_bpb": rep["val_bpb"],
                     "route_signal": rep.get("route_signal"),
                     "route_fraction_realized": rep.get("route_fraction_realized"),

@@ -1,6 +1,6 @@
 """Benchmark: golfpack's quantization and budget planner against the schemes Parameter Golf entries use.
 
-On one checkpoint, with the same validation tokens and the same scoring (verify.job.verify_artifact; a peer's
+On one checkpoint, with the same validation tokens and the same scoring (verify.job.verify_job; a peer's
 dequantized weights are scored by writing them into an fp32 golfpack artifact, so every row goes through the
 same verify path):
   (a) baseline  — Parameter Golf's train_gpt.py export: int8 per row, clip at the 99.99984th percentile of
@@ -39,19 +39,18 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.checkpoint import load_checkpoint
-from core.families import build_model, eval_context
 from core.ingest import dequantize_int8_clean
-from core.sources import PGolfOptions, is_golfpack_checkpoint, load_source
+from core.sources import PGolfOptions, load_source
 from core.tokenizer import Tokenizer
 from quant import formats
 from quant import primitives as P
-from quant.calibrate import CalibConfig, calibration_sets, checkpoint_holdout
+from quant.assemble import pack_tensors
+from quant.calibrate import CalibConfig
 from quant.gptq import GPTQConfig, gptq_codes
-from quant.pack import PackOptions, checkpoint_body, is_control, is_embedding, pack_tensors
-from quant.pipeline import packer_for
+from quant.options import PackOptions, is_control, is_embedding
+from quant.pack_job import PackJob, PackRequest
 from quant.planner import PlannerConfig
-from verify.job import verify_artifact
+from verify.job import VerifyRequest, verify_job
 
 # --- (a) the baseline export, as train_gpt.py writes it ------------------------------------------------------
 PG_KEEP_FLOAT_MAX_NUMEL = 65_536
@@ -180,7 +179,7 @@ class Scorer:
         self.n += 1
         path = self.work / f"{self.n:03d}_{label}.gpk"
         path.write_bytes(data)
-        return verify_artifact(path, [self.data], self.tokenizer, progress=False)["val_bpb"]
+        return verify_job(VerifyRequest(path, (self.data,), self.tokenizer, progress=False))["val_bpb"]
 
     def tensors(self, tensors: dict[str, np.ndarray], label: str) -> float:
         """A peer's dequantized weights, scored through an fp32 golfpack artifact (exact values)."""
@@ -214,33 +213,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    if is_golfpack_checkpoint(args.ckpt) and load_checkpoint(args.ckpt).family == "recurrent":
-        ckpt = load_checkpoint(args.ckpt)
-        family, cfg, state, body = "recurrent", ckpt.config, dict(ckpt.tensors), checkpoint_body(ckpt)
-        holdout = checkpoint_holdout(ckpt.meta)          # calibrate where pack would: the unseen tail
-    else:                                   # a Parameter Golf checkpoint (.pt / .ptz / safetensors)
-        from quant.pack_foreign import pgolf_body
-
-        src = load_source(args.ckpt, PGolfOptions(mlp_power=args.mlp_power))
-        family, cfg, state = src.family, src.config, dict(src.tensors)
-        body = pgolf_body(src, Tokenizer.load(args.tokenizer).sha256)
-        holdout = 0
-    state = {k: v.detach().float().contiguous() for k, v in state.items()}
+    source = load_source(args.ckpt, PGolfOptions(mlp_power=args.mlp_power))
+    # the pack job's own session: the checkpoint's unseen tokens (its hold-out tail, when it records one)
+    job = PackJob(source, PackRequest(options=PackOptions(budget_bytes=10**12), route=None, fill=True,
+                                      calib=CalibConfig(args.data, args.calib_tokens, args.joint_tokens),
+                                      tokenizer=Tokenizer.load(args.tokenizer)))
+    session = job.packer
+    state = {k: v.detach().float().contiguous() for k, v in source.tensors.items()}
     tensors = {k: v.numpy().copy() for k, v in state.items()}
     shapes = {k: v.shape for k, v in tensors.items()}
     params = sum(v.size for v in tensors.values())
-    model = build_model(family, cfg, state)
-    seq_len = eval_context(family, cfg)
-    sc = Scorer(body, args.data, args.tokenizer, args.work)
+    sc = Scorer(session.body, args.data, args.tokenizer, args.work)
     log = lambda m: print(f"[{time.perf_counter() - t_start:7.1f}s] {m}", file=sys.stderr, flush=True)
 
     fp_bpb = sc.tensors(tensors, "fp32")
     log(f"fp32 reference {fp_bpb:.4f} bpb; {params:,} parameters")
-    windows, joint = calibration_sets(args.data, CalibConfig(tokens=args.calib_tokens,
-                                                             joint_tokens=args.joint_tokens),
-                                      seq_len, cfg.vocab_size, holdout=holdout)
-    session = packer_for(model, tensors, sc.body, PackOptions(budget_bytes=10**12), windows=windows,
-                         joint_windows=joint, progress=True)
     code_bytes = session.code.compressed_bytes
     hessians = session.hessians
 
@@ -268,7 +255,7 @@ def main() -> None:
 
     def golfpack_at(file_budget: int, label: str) -> dict:
         if file_budget not in golf:
-            res = session.plan_to_budget(cfg, file_budget + code_bytes)
+            res = job.result(file_budget + code_bytes)
             golf[file_budget] = {"file_budget_bytes": file_budget, "budget_bytes": file_budget + code_bytes,
                                  "file_bytes": res.file_bytes, "total_bytes": res.total_bytes,
                                  "fill": res.total_bytes / (file_budget + code_bytes),
@@ -300,7 +287,7 @@ def main() -> None:
             # model's tied head has no Hessian, so GPTQ cannot apply to it there)
             plan = {n: (("int8_row", None) if is_embedding(n) else (f"int{bits}_row", method)
                         if not is_control(n, shapes[n]) else ("fp16", None)) for n in session.stored}
-            res = session.fixed(plan, "plan")
+            res = job.result(plan=plan)
             herr = sum(P.hessian_error(tensors[n], formats.decode(e.format, e.arrays, shapes[n]),
                                        hessians[n].matrix) / hessians[n].rows
                        for n, e in res.encoded.items() if n in hessians and not is_embedding(n))
@@ -314,13 +301,13 @@ def main() -> None:
     for label, plan in (("today: int8 emb / int6 matrices, absmax", {n: (f, "absmax" if f != "fp16" else None)
                                                                      for n, f in base.items()}),
                         ("new default: same formats, best scale method", {n: (f, None) for n, f in base.items()})):
-        res = session.fixed(plan, "plan")
+        res = job.result(plan=plan)
         defaults.append({"plan": label, "file_bytes": res.file_bytes, "total_bytes": res.total_bytes,
                          "scales": sorted(set(res.scales.values())), "bpb": sc.artifact(res.data, "default")})
         log(f"{label}: {res.file_bytes:,} B, {defaults[-1]['bpb']:.4f} bpb")
 
     out = {"checkpoint": str(args.ckpt), "params": params, "fp32_bpb": fp_bpb, "code_bytes": code_bytes,
-           "calibration": {**session.report["calibration"], "holdout_tail_tokens": holdout}, "planner": session.measured_options(cfg)[1],
+           "calibration": session.report["calibration"], "planner": session.measured_options(cfg)[1],
            "peers": peers, "golfpack_budgets": budgets, "gptq_vs_rtn": ablation, "defaults": defaults,
            "seconds": round(time.perf_counter() - t_start, 1), "torch_threads": args.threads}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ Setup and run (atheris is the optional extra `fuzz`, not a core dependency):
     .venv/bin/python bench/fuzz_atheris.py crash-<sha1>                    # replay one crashing input
 
 The target reads the input as an artifact and does everything a consumer does: parse (packer.reader),
-decode every section, type every array, rebuild every tensor (verify.load.artifact_tensors). Any exception
+decode every section, type every array, rebuild every tensor (quant.unpack.artifact_tensors). Any exception
 that is not an ArtifactError is a finding: libFuzzer stops and writes the input to `crash-<sha1>`. Without a
 corpus folder the run starts from a temporary one seeded with small valid artifacts (every built-in codec).
 
@@ -68,9 +68,9 @@ def test_one_input(data: bytes) -> None:
     """Raise only if the reader (or a consumer of it) lets a non-golfpack exception out."""
     import numpy as np
 
-    from packer.errors import ArtifactError
+    from common.errors import ArtifactError
     from packer.reader import parse_artifact
-    from verify.load import artifact_tensors
+    from quant.unpack import artifact_tensors
 
     try:
         art = parse_artifact(data)

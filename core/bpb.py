@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
+from common.errors import DataError
 from core.tokenizer import ByteTables
-from packer.errors import DataError
 
 
 def target_byte_counts(prev_ids: np.ndarray, target_ids: np.ndarray, tables: ByteTables) -> np.ndarray:

@@ -14,10 +14,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from common.atomic import write_bytes_atomic
+from common.errors import CheckpointError, ConfigError
 from core.config import ModelConfig
 from core.families import config_from_dict
-from packer.atomic import write_bytes_atomic
-from packer.errors import CheckpointError, ConfigError
 
 
 @dataclass

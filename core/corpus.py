@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from packer.errors import DataError
+from common.errors import DataError
 
 MIN_DOCUMENT_CHARS = 200
 TINYSTORIES_SEPARATOR = "<|endoftext|>"

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.atomic import write_bytes_atomic
+from common.errors import DataError, GolfpackError, UsageError
 from core.corpus import Document, default_corpus, load_text_documents, split_documents
 from core.shards import encode_documents, read_shard, shard_name, write_split
 from core.tokenizer import Tokenizer, train_tokenizer
-from packer.atomic import write_bytes_atomic
-from packer.errors import DataError, GolfpackError
 
 STAMP_VERSION = 1
 VAL_FRACTION = 0.05
@@ -164,3 +164,20 @@ def prepare_text_data(paths: list[Path], tokenizer_path: Path, out_dir: Path, na
     _log(f"shards: {len(tokens)} tokens in {len(out)} file(s) under {out_dir} in "
          f"{time.perf_counter() - t1:.1f}s", progress)
     return out
+
+
+def data_job(text: list[Path], tokenizer_path: Path, out_dir: Path, name: str, split: str = "val",
+             default_corpus: bool = False, progress: bool = True) -> dict:
+    """The `data` command: text files (and, with default_corpus, the embedded corpus's train or val split)
+    encoded into Parameter Golf shards; returns the report."""
+    docs = None
+    if default_corpus:
+        if split not in ("train", "val"):
+            raise UsageError(f"--default-corpus has a train and a val split; --split {split!r} is neither")
+        train_docs, val_docs = split_documents(default_corpus(), VAL_FRACTION)
+        docs = train_docs if split == "train" else val_docs
+    if not text and not default_corpus:
+        raise UsageError("give text files or folders, or --default-corpus")
+    shards = prepare_text_data(list(text), tokenizer_path, out_dir, name, split, progress=progress, documents=docs)
+    tokens = sum(len(read_shard(p)) for p in shards)
+    return {"shards": [str(p) for p in shards], "tokens": tokens, "split": split}

@@ -1,8 +1,11 @@
-"""The registry of model families: a family name (as checkpoints and artifacts record it) -> config, model.
+"""The registry of model families: a family name (as checkpoints and artifacts record it) -> config, model, hooks.
 
 `recurrent` is golfpack's recurrent core (core/model.py); `pgolf` is Parameter Golf's baseline GPT
 (core/pgolf_model.py). Both configs are frozen dataclasses with `to_dict` / `from_dict`; both models take a
-state_dict under the checkpoint's own tensor names and map tokens [B,T] to logits [B,T,V].
+state_dict under the checkpoint's own tensor names and map tokens [B,T] to logits [B,T,V]. What differs per
+family is a hook here, never a branch in a caller: the routing a packed model runs without a rule
+(`uniform_routing`), whether it can carry a routing rule at all (`can_route`), and its evaluation and
+calibration context (`context`).
 Must not read files or know about artifacts, checkpoints or quantization.
 """
 
@@ -12,21 +15,54 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from common.errors import ConfigError
 from core.config import ModelConfig
 from core.model import RecurrentLM
 from core.pgolf_model import PGolfConfig, PGolfGPT
-from packer.errors import ConfigError
+
+PGOLF_DEFAULT_SEQ_LEN = 1024    # train_gpt.py's default TRAIN_SEQ_LEN (its validation uses the same length)
+
+
+def _check_seq_len(seq_len) -> None:
+    if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1):
+        raise ConfigError(f"evaluation seq_len {seq_len!r} must be a positive integer")
 
 
 @dataclass(frozen=True)
 class Family:
+    """A model family: its config and model classes and the hooks callers use instead of branching."""
+
     name: str
     config_class: type
     model_class: type
+    can_route: bool = False        # whether an artifact of it may carry an adaptive routing rule
+
+    def uniform_routing(self, cfg) -> dict:
+        """The manifest `routing` of a model that runs every position the same way."""
+        return {"policy": "uniform"}
+
+    def context(self, cfg, seq_len: int | None = None) -> int:
+        """Evaluation (and calibration) context length: `seq_len` if given, else the family's default."""
+        _check_seq_len(seq_len)
+        return PGOLF_DEFAULT_SEQ_LEN if seq_len is None else seq_len
+
+
+@dataclass(frozen=True)
+class RecurrentFamily(Family):
+    """golfpack's recurrent core: K passes of shared blocks, a routing rule may add one; context its own."""
+
+    def uniform_routing(self, cfg) -> dict:
+        return {"policy": "uniform", "passes": cfg.n_passes}
+
+    def context(self, cfg, seq_len: int | None = None) -> int:
+        _check_seq_len(seq_len)
+        if seq_len is not None and seq_len > cfg.seq_len:
+            raise ConfigError(f"the recurrent core's context is {cfg.seq_len} tokens; seq_len {seq_len} is longer")
+        return cfg.seq_len if seq_len is None else seq_len
 
 
 FAMILIES: dict[str, Family] = {
-    "recurrent": Family("recurrent", ModelConfig, RecurrentLM),
+    "recurrent": RecurrentFamily("recurrent", ModelConfig, RecurrentLM, can_route=True),
     "pgolf": Family("pgolf", PGolfConfig, PGolfGPT),
 }
 
@@ -51,15 +87,6 @@ def build_model(name: str, cfg, state_dict: dict) -> nn.Module:
     return model.eval()
 
 
-PGOLF_DEFAULT_SEQ_LEN = 1024    # train_gpt.py's default TRAIN_SEQ_LEN (its validation uses the same length)
-
-
 def eval_context(name: str, cfg, seq_len: int | None = None) -> int:
     """Evaluation context length: a recurrent core's own (or shorter), any for pgolf (default 1024)."""
-    if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1):
-        raise ConfigError(f"evaluation seq_len {seq_len!r} must be a positive integer")
-    if family(name).name == "recurrent":
-        if seq_len is not None and seq_len > cfg.seq_len:
-            raise ConfigError(f"the recurrent core's context is {cfg.seq_len} tokens; seq_len {seq_len} is longer")
-        return cfg.seq_len if seq_len is None else seq_len
-    return PGOLF_DEFAULT_SEQ_LEN if seq_len is None else seq_len
+    return family(name).context(cfg, seq_len)

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
-from packer.errors import CheckpointError
+from common.errors import CheckpointError
 
 ACCEPTED_FORMATS = ("torch.save state_dict (.pt, zip or legacy)", "safetensors",
                     "Parameter Golf int8_clean_per_row_v1 export (.ptz, zlib)")

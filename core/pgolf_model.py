@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from packer.errors import CheckpointError, ConfigError, DataError
+from common.errors import CheckpointError, ConfigError, DataError
 
 
 @dataclass(frozen=True)

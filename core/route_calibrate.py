@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.errors import ConfigError, DataError, UsageError
 from core.routing import LEGAL_SIGNALS, SCALAR_SIGNALS, RoutingRule, Signal, token_bucket
 from core.scoring import windows
 from core.signals import (
@@ -32,8 +33,8 @@ from core.signals import (
     probe_hidden_inputs,
     signal_score,
 )
-from packer.errors import ConfigError, DataError
 
+DEFAULT_ROUTE_TOKENS = 65_536   # training tokens that calibrate a rule when nobody says how many
 CAP_MARGIN = 0.05            # default cap = target fraction + this (the threshold sits a little under it)
 MIN_CELL_COUNT = 16          # heuristic cells with fewer calibration positions fall back to the mean gain
 
@@ -47,7 +48,7 @@ class RouteOptions:
     signal: str = "auto"
     cap: float | None = None
     no_cap: bool = False
-    calib_tokens: int = 65_536
+    calib_tokens: int | None = None       # None: DEFAULT_ROUTE_TOKENS (or what the caller's hold-out holds)
     batch_size: int = 32
     ridge: float = 1.0
     seed: int = 0
@@ -60,10 +61,22 @@ class RouteOptions:
                               f"(oracles read the target and can never be packed)")
         if self.cap is not None and not self.fraction <= self.cap <= 1:
             raise ConfigError(f"RouteOptions.cap={self.cap}: must be in [fraction={self.fraction}, 1]")
-        if self.calib_tokens < 2 * 8 * 16:
-            raise ConfigError(f"RouteOptions.calib_tokens={self.calib_tokens}: too few to calibrate on")
+        if self.calib_tokens is not None and self.calib_tokens < 2 * 8 * 16:
+            raise ConfigError(f"--route-calib-tokens {self.calib_tokens}: too few to calibrate on (at least 256)")
         if self.batch_size <= 0 or self.ridge < 0:
             raise ConfigError("RouteOptions.batch_size must be positive and ridge non-negative")
+
+    @classmethod
+    def from_options(cls, fraction: float, signal: str, cap: str, calib_tokens: int) -> RouteOptions | None:
+        """From the command line's --route-* values: signal "none" means no rule (None); cap is "auto", "none"
+        or a number."""
+        if signal == "none":
+            return None
+        try:
+            cap_value = None if cap in ("auto", "none") else float(cap)
+        except ValueError:
+            raise UsageError(f"--route-cap {cap!r}: give auto, none or a number in [fraction, 1]") from None
+        return cls(fraction=fraction, signal=signal, cap=cap_value, no_cap=cap == "none", calib_tokens=calib_tokens)
 
     def cap_fraction(self) -> float | None:
         if self.no_cap:
@@ -274,7 +287,7 @@ def rule_for(signal: str, parts: FittedParts, b: list[CalibBatch], fraction: flo
 
 def calibrate(model, calib_tokens: np.ndarray, opts: RouteOptions) -> RoutingRule:
     """The rule to embed: the requested signal, or (auto) the legal one with the highest capture."""
-    toks = np.asarray(calib_tokens)[-(opts.calib_tokens + 1):]
+    toks = np.asarray(calib_tokens)[-((opts.calib_tokens or DEFAULT_ROUTE_TOKENS) + 1):]
     batches = collect(model, toks, opts.batch_size)
     a, b = split_halves(batches)
     if not a or not b:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from packer.errors import ConfigError, FormatError
+from common.errors import ConfigError, FormatError
 
 POLICY = "adaptive"
 CAP_EPS = 1e-9          # so that cap * (t + 1) landing on an integer in floating point still counts

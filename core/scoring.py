@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.progress import Progress
-from packer.errors import DataError
+from common.errors import DataError
+from common.progress import Progress
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 

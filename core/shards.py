@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import write_bytes_atomic
+from common.errors import DataError, ShardError
 from core.corpus import Document
 from core.tokenizer import Tokenizer
-from packer.atomic import write_bytes_atomic
-from packer.errors import DataError, ShardError
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1

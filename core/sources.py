@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import refuse_same_path
+from common.errors import CheckpointError, ConfigError, UsageError
 from core.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-from core.families import build_model
+from core.families import Family, build_model, family
 from core.ingest import load_state_dict_file
 from core.pgolf_model import PGolfConfig, infer_pgolf_config
 from core.tokenizer import Tokenizer
-from packer.atomic import refuse_same_path
-from packer.errors import CheckpointError, ConfigError, UsageError
 
 # what shapes cannot tell, with PGolfConfig's own defaults (relu^2, RoPE base 10000, softcap 30)
 PGOLF_DEFAULTS = {f.name: f.default for f in fields(PGolfConfig) if f.name in ("mlp_power", "rope_base", "softcap")}
@@ -59,16 +59,55 @@ NO_PGOLF_OPTIONS = PGolfOptions()    # nothing given: shapes + PGOLF_DEFAULTS
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model's family, config and tensors (float32, the checkpoint's names), and where they came from."""
+    """A model's family, config and tensors (float32, the checkpoint's names), and where they came from.
+
+    `meta` is a golfpack checkpoint's recorded metadata (training options, hold-out, tokenizer; {} for foreign
+    files); `paths` are the files it was read from, which no output may overwrite."""
 
     family: str
     config: object
     tensors: dict[str, torch.Tensor]
     tokenizer_sha256: str | None
     provenance: dict = field(default_factory=dict)   # kind, format, sha256, file
+    meta: dict = field(default_factory=dict)
+    paths: tuple[Path, ...] = ()
 
     def model(self) -> torch.nn.Module:
         return build_model(self.family, self.config, self.tensors)
+
+    @property
+    def family_hooks(self) -> Family:
+        return family(self.family)
+
+    def resolve_tokenizer(self, tokenizer: Tokenizer | None) -> str | None:
+        """The tokenizer sha256 to record: the given tokenizer's, which must match any the source records; a
+        foreign checkpoint records none, so it needs one."""
+        where = self.provenance.get("file", "the checkpoint")
+        if tokenizer is None:
+            if self.tokenizer_sha256 is None and self.provenance.get("kind") == "foreign":
+                raise UsageError(f"{where}: a foreign checkpoint records no tokenizer; pass --tokenizer with the "
+                                 f"SentencePiece model it was trained with (Parameter Golf: fineweb_1024_bpe.model)")
+            return self.tokenizer_sha256
+        if self.tokenizer_sha256 is not None and self.tokenizer_sha256 != tokenizer.sha256:
+            raise UsageError(f"{where} was made with tokenizer sha256 {self.tokenizer_sha256[:12]}…, but "
+                             f"--tokenizer {tokenizer.path} is {tokenizer.sha256[:12]}…; pass the matching one")
+        if tokenizer.vocab_size > self.config.vocab_size:
+            raise UsageError(f"--tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but {where} embeds "
+                             f"only {self.config.vocab_size}; it was not trained with this tokenizer")
+        return tokenizer.sha256
+
+    def manifest_body(self, tokenizer_sha256: str | None) -> dict:
+        """The manifest members an artifact of this model carries besides its tensors, tool and options: the
+        model (family and config), uniform routing (pack may replace it by a calibrated rule), the tokenizer,
+        and the source checkpoint's format and content hash when known (never a path: packs stay
+        deterministic)."""
+        body = {"model": {"family": self.family, "config": self.config.to_dict()},
+                "routing": self.family_hooks.uniform_routing(self.config),
+                "tokenizer": {"sha256": tokenizer_sha256, "vocab_size": self.config.vocab_size}}
+        source = {k: self.provenance[k] for k in ("format", "sha256") if k in self.provenance}
+        if source:
+            body["source"] = source
+        return body
 
 
 def is_golfpack_checkpoint(path: Path) -> bool:
@@ -112,12 +151,13 @@ def load_source(path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS, fallback: PGo
                              f"--softcap apply to Parameter Golf checkpoints only")
         tensors = {k: v.float() for k, v in ckpt.tensors.items()}
         prov = {"kind": "golfpack-checkpoint", "file": str(ckpt.path), **ckpt.meta.get("source", {})}
-        return ModelSource(ckpt.family, ckpt.config, tensors, ckpt.meta.get("tokenizer_sha256"), prov)
+        return ModelSource(ckpt.family, ckpt.config, tensors, ckpt.meta.get("tokenizer_sha256"), prov, ckpt.meta,
+                           (path, *checkpoint_paths(path)))
     ing = load_state_dict_file(path)
     cfg = infer_pgolf_config(ing.tensors, **opts.resolved(fallback))
     tensors = {k: v.float() for k, v in ing.tensors.items()}
     prov = {"kind": "foreign", "format": ing.source_format, "sha256": ing.source_sha256, "file": str(path)}
-    return ModelSource("pgolf", cfg, tensors, None, prov)
+    return ModelSource("pgolf", cfg, tensors, None, prov, {}, (path,))
 
 
 def ingest_to_checkpoint(path: Path, out_stem: Path, tokenizer: Tokenizer,
@@ -140,4 +180,21 @@ def ingest_to_checkpoint(path: Path, out_stem: Path, tokenizer: Tokenizer,
     meta = {"tokenizer_sha256": tokenizer.sha256, "source": source,
             "params": sum(p.numel() for p in model.parameters())}
     save_checkpoint(out_stem, model, src.config, meta, family="pgolf")
-    return ModelSource("pgolf", src.config, src.tensors, tokenizer.sha256, src.provenance), st_path, js_path
+    return ModelSource("pgolf", src.config, src.tensors, tokenizer.sha256, src.provenance, meta,
+                       (st_path, js_path)), st_path, js_path
+
+
+def ingest_job(path: Path, out_stem: Path, tokenizer_path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS) -> dict:
+    """The `ingest` command: a foreign Parameter Golf checkpoint written as a golfpack checkpoint; the report."""
+    tok = Tokenizer.load(tokenizer_path)
+    src, st_path, js_path = ingest_to_checkpoint(path, out_stem, tok, opts)
+    return {"checkpoint": str(st_path), "config": str(js_path), "family": "pgolf", "model": src.config.to_dict(),
+            "params": sum(t.numel() for t in src.tensors.values()), "source": src.provenance,
+            "tokenizer_sha256": tok.sha256}
+
+
+def format_ingest(rep: dict) -> str:
+    m = rep["model"]
+    return (f"wrote {rep['checkpoint']} + {Path(rep['config']).name}: Parameter Golf GPT, {rep['params']:,} params, "
+            f"{m['num_layers']} layers x d={m['model_dim']}, relu^{m['mlp_power']}, from {rep['source']['format']} "
+            f"{rep['source']['file']}")

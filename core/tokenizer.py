@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from packer.atomic import write_bytes_atomic
-from packer.errors import DataError
+from common.atomic import write_bytes_atomic
+from common.errors import DataError
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 MIN_VOCAB_SIZE = 4 + 256 + 1  # special pieces, byte-fallback pieces, at least one learned piece

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.errors import ConfigError, DataError
+from common.progress import Progress
 from core.bpb import bits_per_byte, target_byte_counts
 from core.config import ModelConfig
 from core.distributed import DEVICE_CHOICES, DistContext, local_context
 from core.model import RecurrentLM
-from core.progress import Progress
 from core.scoring import score_stream
-from packer.errors import ConfigError, DataError
 
 ROUTE_HOLDOUT_TOKENS = 65_537   # = the routing calibration's default 65,536 tokens, plus the shifted target
 

@@ -1,15 +1,23 @@
 """The byte-budget audit: where every byte of an artifact went, and how far the total is from the cap.
 
 Every number comes from the file: section sizes from the section table, header/manifest/trailer from the
-layout; they add up exactly to the file size. Code bytes come from packer.code_bytes. Must not import torch.
+layout; they add up exactly to the file size. Code bytes come from packer.code_bytes. Per tensor it also
+measures what its codes carry: `entropy_bits_per_param`, the order-0 entropy of its `codes` section's
+elements (decoded from the file; an NF4 byte holds two codes, so its symbols are those bytes) per
+parameter, and `model_bytes`, the bytes an entropy-coded section spends on its model (histograms,
+parameters: packer.entropy.codec.describe_section; None for codecs without a separable model).
+Must not import torch.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from packer.code_bytes import CodeCount
-from packer.reader import Artifact
+from packer.code_bytes import CodeCount, count_code
+from packer.entropy.codec import describe_section
+from packer.entropy.models import order0_entropy_bits
+from packer.reader import Artifact, read_artifact
 
 GROUP_ORDER = ("embedding", "attention", "mlp", "control", "other sections", "manifest and headers")
 
@@ -39,7 +47,8 @@ def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
         params = math.prod(t["shape"])
         if "alias_of" in t:
             tensors.append({"name": t["name"], "format": f"alias of {t['alias_of']}", "params": params,
-                            "bytes": 0, "bits_per_param": 0.0, "group": tensor_group(t["name"])})
+                            "bytes": 0, "bits_per_param": 0.0, "group": tensor_group(t["name"]),
+                            "entropy_bits_per_param": None, "model_bytes": None})
             continue
         nbytes = sum(art.section(sec).stored_bytes for sec in t["sections"].values())
         used.update(t["sections"].values())
@@ -48,11 +57,13 @@ def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
         tensors.append({"name": t["name"], "format": t["format"], "scale": t.get("scale"), "params": params,
                         "bytes": nbytes,
                         "bits_per_param": 8.0 * nbytes / params if params else 0.0, "group": group,
-                        "codecs": sorted({art.section(s).codec for s in t["sections"].values()})})
+                        "codecs": sorted({art.section(s).codec for s in t["sections"].values()}),
+                        **_code_statistics(art, t, params)})
     groups["other sections"] = sum(s.stored_bytes for s in art.sections if s.name not in used)
     groups["manifest and headers"] = lay.header_bytes + lay.manifest_bytes + lay.trailer_bytes
     total = lay.file_bytes + code.compressed_bytes
     return {
+        "fits": total <= budget_bytes,
         "file_bytes": lay.file_bytes,
         "code_bytes": code.compressed_bytes,
         "code": {"files": list(code.files), "raw_bytes": code.raw_bytes, "method": code.method},
@@ -64,18 +75,38 @@ def audit_artifact(art: Artifact, code: CodeCount, budget_bytes: int) -> dict:
         "sections": sections,
         "tensors": tensors,
         "routing": art.manifest.get("routing"),
-        "sha256": art.sha256,
+        "sha256": art.file_sha256, "trailer_sha256": art.trailer_sha256,
         "format_version": f"{art.version[0]}.{art.version[1]}",
         "manifest": {"stored_bytes": lay.manifest_bytes, "json_bytes": lay.manifest_json_bytes},
     }
 
 
+def _code_statistics(art: Artifact, entry: dict, params: int) -> dict:
+    """entropy_bits_per_param of the tensor's codes (None without a codes section) and model_bytes of its
+    sections (None when no section's codec keeps a separable model)."""
+    codes = entry["sections"].get("codes")
+    entropy = (order0_entropy_bits(art.array(codes)) / params if codes is not None and params else None)
+    models = [describe_section(art.section(s).codec, art.stored(s), art.section(s).params,
+                               art.section(s).raw_bytes)["model_bytes"] for s in entry["sections"].values()]
+    known = [m for m in models if m is not None]
+    return {"entropy_bits_per_param": entropy, "model_bytes": sum(known) if known else None}
+
+
+def audit_file(path: Path, code_files: list[Path] | None, budget_bytes: int) -> dict:
+    """The audit job: read and validate the artifact at `path`, count the code (named files, or golfpack's
+    runtime modules), and audit both against the budget."""
+    return audit_artifact(read_artifact(path), count_code(code_files or None), budget_bytes)
+
+
 def format_audit(rep: dict) -> str:
     """Human-readable table of an audit report."""
-    lines = [f"{'tensor':<34} {'format':<16} {'scale':<12} {'params':>10} {'bytes':>10} {'bits/param':>10}"]
+    lines = [(f"{'tensor':<34} {'format':<16} {'scale':<12} {'params':>10} {'bytes':>10} {'bits/param':>10} "
+             f"{'entropy':>8} {'model B':>8}")]
     for t in rep["tensors"]:
+        ent = "-" if t.get("entropy_bits_per_param") is None else f"{t['entropy_bits_per_param']:.3f}"
+        mod = "-" if t.get("model_bytes") is None else f"{t['model_bytes']:,}"
         lines.append(f"{t['name']:<34} {t['format']:<16} {t.get('scale') or '-':<12} {t['params']:>10,} "
-                     f"{t['bytes']:>10,} {t['bits_per_param']:>10.3f}")
+                     f"{t['bytes']:>10,} {t['bits_per_param']:>10.3f} {ent:>8} {mod:>8}")
     lines.append("")
     lines.append(f"{'group':<34} {'bytes':>10}")
     for g in rep["groups"]:
@@ -91,6 +122,8 @@ def format_audit(rep: dict) -> str:
     lines.append(f"total                              {rep['total_bytes']:>10,}")
     lines.append(f"budget                             {rep['budget_bytes']:>10,}")
     lines.append(f"headroom                           {rep['headroom_bytes']:>10,}")
+    if not rep["fits"]:
+        lines.append(f"over budget by {rep['total_bytes'] - rep['budget_bytes']:,} B")
     lines.extend(format_routing(rep.get("routing")))
     return "\n".join(lines)
 

@@ -13,18 +13,17 @@ import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
-from packer.errors import UsageError
+from common.errors import UsageError
 
 RUNTIME_MODULES = (
-    "packer/__init__.py", "packer/errors.py", "packer/constants.py", "packer/manifest.py",
-    "packer/codecs.py", "packer/reader.py",
+    "common/__init__.py", "common/errors.py",
+    "packer/__init__.py", "packer/constants.py", "packer/manifest.py", "packer/codecs.py", "packer/reader.py",
     # packer/codecs.py imports the ANS codec at module level, and it imports these:
-    "packer/ans_codec.py", "packer/entropy_models.py", "packer/ans_io.py", "packer/ans_param.py",
-    "packer/entropy_fit.py",
-    "quant/__init__.py", "quant/primitives.py", "quant/formats.py",
+    "packer/entropy/__init__.py", "packer/entropy/codec.py", "packer/entropy/models.py",
+    "packer/entropy/blob.py", "packer/entropy/param.py", "packer/entropy/fit.py",
+    "quant/__init__.py", "quant/primitives.py", "quant/formats.py", "quant/unpack.py",
     "core/__init__.py", "core/config.py", "core/layers.py", "core/model.py",
     "core/pgolf_model.py", "core/families.py",
-    "verify/__init__.py", "verify/load.py",
 )
 CODE_ROOT = Path(__file__).resolve().parent.parent
 

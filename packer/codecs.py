@@ -12,9 +12,15 @@ import lzma
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import brotli
+import numpy as np
 import zstandard
 
-from packer.errors import CodecError
+from common.errors import CodecError
+from packer.entropy import codec as ans
+
+BROTLI_QUALITY = 11
+DTYPE_BYTES = ans.DTYPE_BYTES
 
 Encoder = Callable[[bytes, dict], bytes]
 Decoder = Callable[[bytes, int, dict], bytes]
@@ -125,14 +131,63 @@ def _lzma_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
     return out
 
 
+# --- brotli (quality 11; optionally byte-shuffled by the element size of params' dtype) -----------------------------------------------------------------------------------------------
+def _itemsize(params: dict) -> int:
+    return DTYPE_BYTES.get(params.get("dtype", "uint8"), 1)
+
+
+def shuffle(raw: bytes, size: int) -> bytes:
+    """Byte shuffle: all first bytes of the elements, then all second bytes, ... (identity for size 1)."""
+    if size == 1 or len(raw) % size:
+        return bytes(raw)
+    return np.frombuffer(bytes(raw), np.uint8).reshape(-1, size).T.tobytes()
+
+
+def unshuffle(data: bytes, size: int) -> bytes:
+    if size == 1 or len(data) % size:
+        return bytes(data)
+    return np.frombuffer(data, np.uint8).reshape(size, -1).T.tobytes()
+
+
+def brotli_encode(raw: bytes, params: dict) -> bytes:
+    return brotli.compress(bytes(raw), quality=BROTLI_QUALITY)
+
+
+def brotli_decode_at_most(stored: bytes, limit: int) -> bytes:
+    """One finished brotli stream, nothing after it, decoding to at most `limit` bytes (memory stays bounded
+    by the limit, never by what the stream would expand to), or CodecError."""
+    dec = brotli.Decompressor()
+    try:
+        out = dec.process(bytes(stored), output_buffer_limit=limit + 1)
+    except brotli.error as exc:   # includes bytes after the end of the stream
+        raise CodecError(f"brotli stream is corrupt or has bytes after its end: {exc}") from None
+    if len(out) > limit:
+        raise CodecError(f"brotli stream decodes to more than {limit} bytes")
+    if not dec.is_finished():
+        raise CodecError(f"brotli stream ends before it is finished after {len(out)} decoded bytes (truncated "
+                         f"or corrupt)")
+    return out
+
+
+def brotli_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
+    out = brotli_decode_at_most(stored, raw_len)
+    if len(out) != raw_len:
+        raise CodecError(f"brotli payload decodes to {len(out)} bytes, not the declared {raw_len}; the section "
+                         f"is corrupt")
+    return out
+
+
+def brotli_shuffle_encode(raw: bytes, params: dict) -> bytes:
+    return brotli_encode(shuffle(raw, _itemsize(params)), params)
+
+
+def brotli_shuffle_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
+    return unshuffle(brotli_decode(stored, raw_len, params), _itemsize(params))
+
+
 register("raw", _raw_encode, _raw_decode)
 register("zstd", _zstd_encode, _zstd_decode)
 register("lzma", _lzma_encode, _lzma_decode)
-
-
-# --- entropy-model and brotli codecs (packer/ans_codec.py) -------------------------------------------------
-from packer import ans_codec  # imported last: it needs nothing from this module
-
-register("ans", ans_codec.ans_encode, ans_codec.ans_decode)
-register("brotli", ans_codec.brotli_encode, ans_codec.brotli_decode)
-register("brotli-shuffle", ans_codec.brotli_shuffle_encode, ans_codec.brotli_shuffle_decode)
+register("brotli", brotli_encode, brotli_decode)
+register("brotli-shuffle", brotli_shuffle_encode, brotli_shuffle_decode)
+register("ans", ans.ans_encode, ans.ans_decode)

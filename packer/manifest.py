@@ -5,7 +5,7 @@ number-token lengths, no duplicate keys, no NaN/Infinity, canonical form (re-enc
 so a file has exactly one spelling), then the schema: `sections` (the section table), `tensors`, `model`,
 `routing`, `tokenizer`, `tool`, and `options` when present. Codec and tensor-format names are checked
 against the registries (packer.codecs.names(), packer.constants.TENSOR_FORMATS), never a list kept here.
-Members it does not know are carried as they are. Every failure is one typed error (packer.errors) naming
+Members it does not know are carried as they are. Every failure is one typed error (common.errors) naming
 the field and the offending value. `store_manifest` / `load_manifest` map the JSON to and from the bytes a
 format version keeps in the file (1.0: the JSON itself; 1.1: one brotli stream of it, decoded with bounded
 output). Must not import torch, and must not decode sections.
@@ -17,9 +17,9 @@ import json
 import math
 import re
 
-from packer import ans_codec, codecs
+from common.errors import CodecError, ManifestError, SchemaError, SizeError, UnknownFormatError
+from packer import codecs
 from packer import constants as C
-from packer.errors import CodecError, ManifestError, SchemaError, SizeError, UnknownFormatError
 
 SECTION_KEYS = frozenset({"name", "codec", "params", "offset", "stored_bytes", "raw_bytes", "crc32"})
 ALIAS_KEYS = frozenset({"name", "shape", "alias_of"})
@@ -38,7 +38,7 @@ def encode_manifest(manifest: dict) -> bytes:
 def store_manifest(mjson: bytes, minor: int) -> bytes:
     """The manifest's stored bytes in format 1.<minor> (C.MANIFEST_STORAGE): the JSON, or brotli-11 of it."""
     if C.MANIFEST_STORAGE[minor] == "brotli":
-        return ans_codec.brotli_encode(mjson, {})
+        return codecs.brotli_encode(mjson, {})
     return bytes(mjson)
 
 
@@ -48,7 +48,7 @@ def load_manifest(stored: bytes, minor: int) -> bytes:
     if C.MANIFEST_STORAGE[minor] != "brotli":
         return bytes(stored)
     try:
-        return ans_codec.brotli_decode_at_most(stored, C.MAX_MANIFEST_BYTES)
+        return codecs.brotli_decode_at_most(stored, C.MAX_MANIFEST_BYTES)
     except CodecError as exc:
         raise ManifestError(f"manifest (format 1.{minor}, {len(stored)} stored bytes at offset {C.HEADER_BYTES}) "
                             f"cannot be decoded: {exc}; the decoded JSON is capped at {C.MAX_MANIFEST_BYTES} "

@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packer import codecs
-from packer import constants as C
-from packer.errors import (
+from common.errors import (
     ChecksumError,
     CodecError,
     FormatError,
@@ -37,6 +35,8 @@ from packer.errors import (
     TruncatedError,
     VersionError,
 )
+from packer import codecs
+from packer import constants as C
 from packer.manifest import decode_manifest, load_manifest
 
 MIN_FILE_BYTES = C.HEADER_BYTES + C.TRAILER_BYTES
@@ -79,8 +79,14 @@ class Artifact:
         self.source = source
 
     @property
-    def sha256(self) -> str:
+    def trailer_sha256(self) -> str:
+        """The stored trailer: the SHA-256 of every byte before it (not of the whole file)."""
         return self._data[-C.TRAILER_BYTES:].hex()
+
+    @property
+    def file_sha256(self) -> str:
+        """The SHA-256 of the whole file, trailer included (what `sha256sum` prints)."""
+        return hashlib.sha256(self._data).hexdigest()
 
     def section(self, name: str) -> SectionEntry:
         try:

@@ -14,10 +14,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.atomic import refuse_same_path, write_bytes_atomic
+from common.errors import FormatError
 from packer import codecs
 from packer import constants as C
-from packer.atomic import refuse_same_path, write_bytes_atomic
-from packer.errors import FormatError
 from packer.manifest import encode_manifest, store_manifest, validate_manifest
 from packer.reader import parse_artifact
 
@@ -65,7 +65,7 @@ def write_artifact(path: Path, data: bytes, inputs: list[Path] = ()) -> None:
     """Write atomically; refuse to overwrite any of the inputs, and refuse bytes the reader would reject.
 
     The temporary file lives in the destination folder and is fsynced before it is renamed over `path`, so
-    an existing file there is replaced only by a complete, valid artifact (packer.atomic).
+    an existing file there is replaced only by a complete, valid artifact (common.atomic).
     """
     refuse_same_path(path, list(inputs))
     parse_artifact(data, f"artifact about to be written to {path}")

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.progress import Progress
+from common.errors import ConfigError, DataError, UsageError
+from common.progress import Progress
 from core.shards import find_shards, load_tokens
-from packer.errors import ConfigError, DataError, UsageError
 
 DEFAULT_CALIB_TOKENS = 8192
 DEFAULT_JOINT_TOKENS = 65_536     # the planner's joint check: ~10 evaluations per budget, so it can afford more
@@ -45,16 +45,21 @@ def torch_threads(n: int):
 
 @dataclass(frozen=True)
 class CalibConfig:
+    """Where and how much to calibrate. None token counts are defaults: DEFAULT_* tokens, or fewer when the
+    checkpoint's hold-out holds fewer (UnseenTokens.take); a number given is a request, refused when the
+    hold-out cannot hold it."""
+
     data: Path | None = None          # shard folder (its *_train_* files) or one *_train_* shard file
-    tokens: int = DEFAULT_CALIB_TOKENS        # Hessians and the planner's per-tensor sensitivities
-    joint_tokens: int = DEFAULT_JOINT_TOKENS  # the planner's joint loss of whole plans (0: use `tokens`)
+    tokens: int | None = None         # Hessians and the planner's per-tensor sensitivities
+    joint_tokens: int | None = None   # the planner's joint loss of whole plans (0: use `tokens`)
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tokens, int) or self.tokens < 2:
-            raise ConfigError(f"CalibConfig.tokens={self.tokens!r}: must be an integer >= 2")
-        if not isinstance(self.joint_tokens, int) or self.joint_tokens < 0 or self.joint_tokens == 1:
-            raise ConfigError(f"CalibConfig.joint_tokens={self.joint_tokens!r}: must be 0 or an integer >= 2")
+        if self.tokens is not None and (not isinstance(self.tokens, int) or self.tokens < 2):
+            raise ConfigError(f"--calib-tokens {self.tokens!r}: must be an integer >= 2")
+        jt = self.joint_tokens
+        if jt is not None and (not isinstance(jt, int) or jt < 0 or jt == 1):
+            raise ConfigError(f"--joint-tokens {jt!r}: must be 0 or an integer >= 2")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"CalibConfig.batch_size={self.batch_size!r}: must be a positive integer")
 
@@ -119,21 +124,63 @@ def checkpoint_holdout(meta: dict) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
 
 
-def calibration_sets(data: Path, calib: CalibConfig, seq_len: int, vocab_size: int, progress: bool = True,
-                     holdout: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+@dataclass(frozen=True)
+class UnseenTokens:
+    """The calibration tokens of a checkpoint: the training shards' tail it held out of training, or, when it
+    records no hold-out (foreign checkpoints, older ones), all of them. Every calibration draws from these."""
+
+    tokens: np.ndarray
+    data: Path
+    holdout: int          # tokens the checkpoint held out (0: it records none, and every token is used)
+
+    def need(self, n_targets: int, option: str) -> None:
+        """UsageError naming both numbers when a calibration asks for more tokens than the hold-out holds
+        (n_targets scored tokens need one more: the token before the first)."""
+        if self.holdout and n_targets + 1 > self.holdout:
+            raise UsageError(f"{option} {n_targets:,} needs {n_targets + 1:,} training tokens, but the checkpoint "
+                             f"held out only {self.holdout:,} from its training (meta.train.holdout_tokens); "
+                             f"calibrating on more would use tokens the model trained on. Give {option} "
+                             f"{self.holdout - 1:,} or less, or retrain with a larger --holdout-tokens")
+
+    def take(self, requested: int | None, default: int, option: str) -> int:
+        """How many tokens a calibration uses: `requested` if the hold-out holds it (else UsageError), or, when
+        nothing was requested, `default` capped at what the hold-out holds."""
+        if requested is not None:
+            self.need(requested, option)
+            return requested
+        return min(default, self.holdout - 1) if self.holdout else default
+
+    def describe(self) -> str:
+        where = (f"the last {self.holdout:,} (held out from training) of " if self.holdout
+                 else "all (the checkpoint records no hold-out) of ")
+        return f"{where}the training shards in {self.data}"
+
+    def report(self) -> dict:
+        return {"data": str(self.data), "tokens": len(self.tokens), "holdout_tokens": self.holdout or None}
+
+
+def unseen_tokens(meta: dict, data: Path, vocab_size: int) -> UnseenTokens:
+    """The tokens of `data`'s training shards that a checkpoint with metadata `meta` never trained on: the
+    one place that decides it (GPTQ's Hessians, the planner's sensitivities and joint checks, and the routing
+    rule's threshold and probe all calibrate on these)."""
+    holdout = checkpoint_holdout(meta)
+    return UnseenTokens(calibration_tokens(Path(data), vocab_size, holdout), Path(data), holdout)
+
+
+def calibration_sets(unseen: UnseenTokens, calib: CalibConfig, seq_len: int, progress: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """(windows for Hessians and sensitivities, windows for the planner's joint check or None = the same),
-    spread evenly over the training shards of `data`, or with `holdout` over their last `holdout` tokens:
-    the tail the model never trained on, where quantization damage looks as it will on new text (on tokens
-    a model has memorised it does not: a plan chosen there can lose on validation). Said on stderr."""
-    tokens = calibration_tokens(Path(data), vocab_size, holdout)       # read once for both sets
-    windows = spread_windows(tokens, calib.tokens, seq_len)
-    joint = (spread_windows(tokens, calib.joint_tokens, seq_len)
-             if calib.joint_tokens and calib.joint_tokens != calib.tokens else None)
+    spread evenly over the unseen tokens: on tokens a model has memorised, quantization damage does not look
+    as it will on new text, and a plan chosen there can lose on validation. Said on stderr."""
+    n = unseen.take(calib.tokens, DEFAULT_CALIB_TOKENS, "--calib-tokens")
+    n_joint = (unseen.take(calib.joint_tokens, DEFAULT_JOINT_TOKENS, "--joint-tokens")
+               if calib.joint_tokens != 0 else 0)
+    windows = spread_windows(unseen.tokens, n, seq_len)
+    joint = spread_windows(unseen.tokens, n_joint, seq_len) if n_joint and n_joint != n else None
     if progress:
         extra = "" if joint is None else f"; whole plans on {joint.shape[0]} x {joint.shape[1] - 1}"
-        where = f"the last {holdout:,} (held out from training) of " if holdout else ""
-        sys.stderr.write(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} tokens of {where}the "
-                         f"training shards in {data}{extra}\n")
+        sys.stderr.write(f"pack: calibrating on {windows.shape[0]} x {windows.shape[1] - 1} tokens of "
+                         f"{unseen.describe()}{extra}\n")
     return windows, joint
 
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from packer.errors import QuantError
+from common.errors import QuantError
 from quant import formats
 from quant import primitives as P
 from quant.calibrate import Hessian
 from quant.gptq import GPTQConfig, gptq_codes, prepare
-from quant.pack import PackOptions, sized_tensor_sections
+from quant.options import PackOptions
+from quant.sections import tensor_sections
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,9 @@ def usable_hessian(w: np.ndarray, hessian: Hessian | None) -> Hessian | None:
 
 def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bool = True) -> tuple:
     """Scale methods to try for fmt: all that apply for 'best', else the one requested."""
-    base = formats.methods_for(fmt)
-    if not base:
+    can = list(formats.get(fmt).methods(hessian is not None and allow_gptq))
+    if not can:
         return (None,)
-    gptq_ok = hessian is not None and allow_gptq and formats.spec(fmt).kind == "int"
-    can = list(base) + (["gptq"] if gptq_ok else [])
     if opts.scale_method == "best":
         return tuple(can)
     if opts.scale_method in can:
@@ -88,33 +87,32 @@ def encodings(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | No
     that suits round-to-nearest can hurt once GPTQ feeds the errors forward, and less clipping keeps the
     codes' entropy lower). Other methods have one encoding and no variant."""
     memo = {} if memo is None else memo
-    s = formats.spec(fmt)
+    f = formats.get(fmt)
     diag = np.diag(hessian.matrix) if hessian is not None else None
 
     def searched(grid):
         key = ("clip", grid, hessian is not None)
         if key not in memo:
-            memo[key] = P.clip_search(P.check_rows(formats.as_rows(w)), s.bits, s.group, grid, weights=diag)
+            memo[key] = f.clip(P.check_rows(formats.as_rows(w)), "clip_search", diag, fractions=grid)
         return memo[key]
 
-    if method == "clip_search" and s.kind == "int" and not s.ternary:
+    if method == "clip_search" and "clip_search" in f.scale_methods:
         return [("weighted" if hessian is not None else "plain",
-                 formats.encode(w, fmt, searched(P.CLIP_FRACTIONS), method="clip_search"))]
+                 f.encode(w, "clip_search", clip=searched(P.CLIP_FRACTIONS)))]
     if method != "gptq":
-        return [(None, formats.encode(w, fmt, method=method, sdclip_k=opts.sdclip_k))]
-    if s.kind != "int" or hessian is None:
+        return [(None, f.encode(w, method, sdclip_k=opts.sdclip_k))]
+    if not f.uses_gptq or hessian is None:
         raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
     rows = P.check_rows(formats.as_rows(w))
     cfg = gptq_config(opts)
     if cfg not in hessian.cache:
         hessian.cache[cfg] = prepare(hessian.matrix, cfg)
-    clips = ({"absmean": P.absmean_clip(rows, s.group)} if s.ternary else
-             {"absmax": P.absmax_clip(rows, s.group), **{k: searched(g) for k, g in GPTQ_CLIP_GRIDS.items()}})
+    clips = f.gptq_start_clips(rows, lambda: {k: searched(g) for k, g in GPTQ_CLIP_GRIDS.items()})
     out = []
     for variant, clip in clips.items():
-        scales = P.scales_for_clip(clip, s.bits)
-        codes = gptq_codes(rows, hessian.matrix, scales, s.bits, s.group, cfg, hessian.cache[cfg])
-        out.append((variant, formats.from_codes(fmt, codes, scales, "gptq")))
+        scales = P.scales_for_clip(clip, f.bits)
+        codes = gptq_codes(rows, hessian.matrix, scales, f.bits, f.group, cfg, hessian.cache[cfg])
+        out.append((variant, f.from_codes(codes, scales, "gptq")))
     return out
 
 
@@ -157,19 +155,8 @@ def best_candidate(name: str, w: np.ndarray, fmt: str, hessian: Hessian | None, 
     if best is None:
         raise QuantError(f"tensor {name!r}: scale {scale!r} does not apply to format {fmt!r}")
     enc, err, v = best
-    _, _, nbytes = sized_tensor_sections(name, enc, opts)
+    _, _, nbytes = tensor_sections(name, enc, opts)
     return Candidate(name, fmt, enc.scale, enc, nbytes, err, h is not None, v)
-
-
-def applies(fmt: str, w: np.ndarray) -> bool:
-    """Whether fmt is a distinct, valid choice for w (a group as long as the row repeats the row format)."""
-    s = formats.spec(fmt)
-    rows = formats.as_rows(np.asarray(w))
-    if s.kind == "int" and s.group is not None and s.group >= rows.shape[1]:
-        return False
-    if fmt == "fp16" or s.kind == "nf4":
-        return bool(np.all(np.abs(w) <= P.FP16_MAX))
-    return rows.size > 0
 
 
 def estimated_bytes(enc: formats.Encoded) -> float:
@@ -215,14 +202,14 @@ def candidate_set(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple
     for fam_h in families:
         pool = []
         for fmt in menu:
-            if not applies(fmt, w):
+            if not formats.get(fmt).applies(w):
                 continue
             memo: dict = {}
             for m in methods(fmt, fam_h, opts):     # every variant: they trade bytes for error differently
                 for v, enc in encodings(w, fmt, m, fam_h, opts, memo):
                     pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc), v))
         pool = _pareto(pool, lambda it: it[2], lambda it: it[1], slack=1.03)
-        exact = [Candidate(name, e.format, e.scale, e, sized_tensor_sections(name, e, opts)[2], err,
+        exact = [Candidate(name, e.format, e.scale, e, tensor_sections(name, e, opts)[2], err,
                            fam_h is not None, v) for e, err, _, v in pool]
         out.extend(_pareto(exact, lambda c: c.bytes, lambda c: c.error))
     return out

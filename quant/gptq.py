@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from packer.errors import ConfigError, QuantError
+from common.errors import ConfigError, QuantError
 from quant import primitives as P
 
 

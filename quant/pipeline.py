@@ -10,9 +10,9 @@ by the excess and it solves again; a pack never exceeds the budget (pack_tensors
 windows must come from training shards (quant/calibrate.py): `windows` give the Hessians and the per-tensor
 sensitivities (hundreds of evaluations), `joint_windows` (more tokens; default the same) the joint loss of
 whole plans, which decides between plans whose predicted losses differ by less than the small set resolves.
-`route(artifact bytes) -> routing object` (the routing rule's calibrator) is called on each confirming
-pack, which is then packed again with that manifest `routing`, the same encodings.
-Must not read files other than through quant/calibrate.py, or write any.
+`route` (quant/route_step.py: the routing rule's calibrator, artifact bytes -> manifest `routing`) is
+called on each confirming pack, which is then packed again with that `routing` and the same encodings.
+Must not read or write files (quant/pack_job.py does).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from dataclasses import replace
 import numpy as np
 from torch import nn
 
-from core.progress import Progress
+from common.errors import BudgetError, UsageError
+from common.progress import Progress
 from packer.code_bytes import CodeCount, count_code
-from packer.errors import BudgetError, UsageError
 from quant import formats
+from quant.assemble import PackResult, pack_tensors
 from quant.calibrate import Hessian, LossEvaluator, collect_hessians, default_head_inputs
 from quant.candidates import Candidate, best_candidate, candidate_set
-from quant.pack import PackOptions, PackResult, default_plan, is_control, is_embedding, pack_tensors
+from quant.options import PackOptions, default_plan, is_control, is_embedding
 from quant.planner import (
     Option,
     PlannerConfig,
@@ -68,9 +69,10 @@ def calibrate(model: nn.Module, windows: np.ndarray, aliases: dict[str, str], ba
 class Packer:
     """One model's packing session: tensors, aliases, Hessians, evaluator, and the pack-and-check step."""
 
-    def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
-                 windows: np.ndarray | None, route: Route | None, code: CodeCount | None,
-                 progress: bool, batch_size: int = 16, joint_windows: np.ndarray | None = None) -> None:
+    def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
+                 windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
+                 route: Route | None = None, code: CodeCount | None = None, progress: bool = True,
+                 batch_size: int = 16) -> None:
         self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
         self.route = route
         self.code = code or count_code()
@@ -145,10 +147,13 @@ class Packer:
             bar.update(i + 1)
         return out
 
-    def fixed(self, plan: dict[str, tuple[str, str | None]], mode: str) -> PackResult:
+    def fixed(self, plan: dict[str, tuple[str, str | None]], mode: str, opts: PackOptions | None = None
+              ) -> PackResult:
+        """The artifact of an explicit plan (every stored tensor named), whatever its size."""
+        opts = opts or self.opts
         cands = self.encode_plan(plan)
-        doc = plan_document([(n, c, None) for n, c in cands.items()], self.aliases, self.opts.budget_bytes, {})
-        return self.pack(cands, {"mode": mode, "plan": doc})
+        doc = plan_document([(n, c, None) for n, c in cands.items()], self.aliases, opts.budget_bytes, {})
+        return self.pack(cands, {"mode": mode, "plan": doc}, opts=opts)
 
     # --- the planner ---------------------------------------------------------------------------------------
     def options(self, cfg: PlannerConfig) -> dict[str, list[Option]]:
@@ -259,6 +264,43 @@ class Packer:
         return best
 
 
+    # --- choosing ---------------------------------------------------------------------------------------------
+    def result(self, plan: dict[str, tuple[str, str | None]] | None = None, fill: bool = False,
+               planner: PlannerConfig | None = None, budget_bytes: int | None = None) -> PackResult:
+        """The artifact under budget_bytes (default opts.budget_bytes): an explicit `plan` (name -> (format,
+        scale method or None); the rest default), the planner's when `fill`, else the default plan, or the
+        planner's when the default does not fit and calibration allows it. BudgetError if nothing fits."""
+        opts = self.opts if budget_bytes is None else replace(self.opts, budget_bytes=budget_bytes)
+        base = {n: (f, None) for n, f in default_plan(self.shapes, opts).items()}
+        if plan is not None:
+            unknown = sorted(set(plan) - set(self.tensors))
+            if unknown:
+                raise UsageError(f"--plan names tensors the checkpoint does not have: {unknown[:5]}; it has "
+                                 f"{sorted(self.tensors)[:8]}...")
+            for a, t in self.aliases.items():
+                if a in plan and plan[a][0] != {**base, **plan}[t][0]:
+                    raise UsageError(f"--plan gives {a!r} format {plan[a][0]}, but it is an exact duplicate "
+                                     f"stored as {t!r} ({ {**base, **plan}[t][0]}); give them the same format")
+            res = self.fixed({**base, **plan}, "plan", opts)
+        elif fill:
+            return self.plan_to_budget(planner or PlannerConfig(), opts.budget_bytes)
+        else:
+            res = self.fixed(base, "default", opts)
+            if res.total_bytes > opts.budget_bytes and self.evaluator is not None:
+                log(f"pack: the default plan needs {res.total_bytes:,} B, over the budget {opts.budget_bytes:,} B: "
+                    f"planning formats to fit", self.progress)
+                return self.plan_to_budget(planner or PlannerConfig(), opts.budget_bytes)
+        if res.total_bytes > opts.budget_bytes:
+            biggest = sorted(((c["bytes"], n) for n, c in res.report["plan"]["tensors"].items()), reverse=True)[:3]
+            hint = ("pass --calib-data so the planner can fit it" if self.evaluator is None and plan is None
+                    else "use lower-bit formats or a larger --budget-bytes")
+            raise BudgetError(f"the {res.report['mode']} plan packs to {res.file_bytes} B + code "
+                              f"{res.code.compressed_bytes} B = {res.total_bytes} B, over the budget "
+                              f"{opts.budget_bytes} B by {res.total_bytes - opts.budget_bytes} B; largest tensors "
+                              f"(stored bytes): {', '.join(f'{n} {b} B' for b, n in biggest)}; {hint}")
+        return res
+
+
 def _targets(windows: np.ndarray | None) -> int | None:
     """Scored tokens in [N, L+1] windows (N x L), or None for no windows."""
     return None if windows is None else int(windows.shape[0] * (windows.shape[1] - 1))
@@ -268,51 +310,5 @@ def _method_applies(fmt: str, opts: PackOptions, has_hessian: bool) -> bool:
     """Whether opts.scale_method can encode fmt (the planner leaves out formats it cannot)."""
     if opts.scale_method == "best":
         return True
-    avail = set(formats.methods_for(fmt)) | ({"gptq"} if has_hessian and formats.spec(fmt).kind == "int" else set())
+    avail = set(formats.get(fmt).methods(has_hessian))
     return not avail or opts.scale_method in avail
-
-
-def packer_for(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
-               windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
-               route: Route | None = None, code: CodeCount | None = None,
-               progress: bool = True, batch_size: int = 16) -> Packer:
-    """A packing session whose calibration and planner options are reused across plans and budgets
-    (packer.plan_to_budget(PlannerConfig(), budget), packer.fixed(plan, "plan"))."""
-    return Packer(model, tensors, body, opts, windows, route, code, progress, batch_size, joint_windows)
-
-
-def pack_model(model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
-               windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
-               plan: dict[str, tuple[str, str | None]] | None = None, fill: bool = False,
-               planner: PlannerConfig | None = None, route: Route | None = None, code: CodeCount | None = None, progress: bool = True, batch_size: int = 16) -> PackResult:
-    """Pack `tensors` (the model's state, float32 numpy) under opts.budget_bytes; see the module docstring."""
-    pk = packer_for(model, tensors, body, opts, windows=windows, joint_windows=joint_windows, route=route,
-                    code=code, progress=progress, batch_size=batch_size)
-    base = {n: (f, None) for n, f in default_plan(pk.shapes, opts).items()}
-    if plan is not None:
-        unknown = sorted(set(plan) - set(tensors))
-        if unknown:
-            raise UsageError(f"--plan names tensors the checkpoint does not have: {unknown[:5]}; it has "
-                             f"{sorted(tensors)[:8]}...")
-        for a, t in pk.aliases.items():
-            if a in plan and plan[a][0] != {**base, **plan}[t][0]:
-                raise UsageError(f"--plan gives {a!r} format {plan[a][0]}, but it is an exact duplicate stored "
-                                 f"as {t!r} ({ {**base, **plan}[t][0]}); give them the same format")
-        res = pk.fixed({**base, **plan}, "plan")
-    elif fill:
-        return pk.plan_to_budget(planner or PlannerConfig())
-    else:
-        res = pk.fixed(base, "default")
-        if res.total_bytes > opts.budget_bytes and pk.evaluator is not None:
-            log(f"pack: the default plan needs {res.total_bytes:,} B, over the budget {opts.budget_bytes:,} B: "
-                f"planning formats to fit", progress)
-            return pk.plan_to_budget(planner or PlannerConfig())
-    if res.total_bytes > opts.budget_bytes:
-        biggest = sorted(((c["bytes"], n) for n, c in res.report["plan"]["tensors"].items()), reverse=True)[:3]
-        hint = ("pass --calib-data so the planner can fit it" if pk.evaluator is None and plan is None
-                else "use lower-bit formats or a larger --budget-bytes")
-        raise BudgetError(f"the {res.report['mode']} plan packs to {res.file_bytes} B + code "
-                          f"{res.code.compressed_bytes} B = {res.total_bytes} B, over the budget "
-                          f"{opts.budget_bytes} B by {res.total_bytes - opts.budget_bytes} B; largest tensors "
-                          f"(stored bytes): {', '.join(f'{n} {b} B' for b, n in biggest)}; {hint}")
-    return res

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.progress import Progress
+from common.errors import BudgetError, ConfigError, UsageError
+from common.progress import Progress
 from packer import constants as C
-from packer.errors import BudgetError, ConfigError, UsageError
 from quant import formats
 from quant.candidates import VARIANTS, Candidate
 
@@ -236,8 +236,8 @@ def solve(options: dict[str, list[Option]], payload_budget: int) -> dict[str, Op
 
 
 def bits_of(fmt: str) -> int:
-    """Nominal bits per value of a format (16 for the float passthroughs)."""
-    return formats.spec(fmt).bits or 16
+    """Nominal bits per value of a format (a float passthrough's own width)."""
+    return formats.get(fmt).nominal_bits
 
 
 def uniform_seeds(options: dict[str, list[Option]], is_embedding, payload_budget: int
@@ -245,7 +245,7 @@ def uniform_seeds(options: dict[str, list[Option]], is_embedding, payload_budget
     """Starting plans that fit payload_budget: "int<b>/emb<e>" puts every tensor with a choice at its cheapest
     option of b bits (the cheapest wider one if none has b bits) and the embedding at e in {b, 8} bits."""
     widths = sorted({bits_of(o.cand.format) for opts in options.values() for o in opts
-                     if formats.spec(o.cand.format).kind != "float"})
+                     if not formats.get(o.cand.format).is_float})
 
     def at(opts: list[Option], b: int) -> Option:
         wide = [o for o in opts if bits_of(o.cand.format) >= b] or opts
@@ -305,7 +305,7 @@ def read_plan(path: Path) -> dict[str, tuple[str, str | None]]:
                                   or scale.partition(":")[2] not in ("", *VARIANTS.get(scale.partition(":")[0], ()))):
             raise UsageError(f"--plan {path}: tensor {name!r} has scale {scale!r}; known: METHOD or METHOD:VARIANT "
                              f"with METHOD in {sorted(C.SCALE_METHODS)} and variants {VARIANTS} (or omit it)")
-        if scale is not None and formats.spec(fmt).kind == "float":
+        if scale is not None and formats.get(fmt).is_float:
             raise UsageError(f"--plan {path}: tensor {name!r} is {fmt}, which has no scale method")
         out[name] = (fmt, scale)
     return out

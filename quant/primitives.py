@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from packer.errors import QuantError
+from common.errors import QuantError
 
 FP16_MAX = float(np.finfo(np.float16).max)
 # bitsandbytes' NF4 code book (bitsandbytes.functional.get_4bit_type("nf4")); a test checks it against bnb.

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from common.errors import UsageError
 from core.config import ModelConfig
 from core.routing import LEGAL_SIGNALS, RoutingRule, Signal, needs_logits, rule_from_manifest
 from core.signals import features, pass_k, score
-from packer.errors import UsageError
 
 UNIFORM_K = "uniform-K"
 UNIFORM_K1 = "uniform-K+1"
@@ -209,20 +209,6 @@ def fixed_mask_flops(cfg: ModelConfig, fraction: float, seq_len: int | None = No
     blk = block_flops(cfg, seq_len)
     return (cfg.n_passes * blk["total"] + blk["kv"] + fraction * (blk["total"] - blk["kv"])
             + 2.0 * cfg.d_model * cfg.vocab_size)
-
-
-def routing_calibrator(calib_tokens, opts):
-    """For quant.pack.pack_checkpoint_file(route=...): artifact bytes -> the calibrated rule's manifest form,
-    calibrated on `calib_tokens` (TRAINING tokens) with core.route_calibrate.RouteOptions `opts`, on the
-    model rebuilt from those bytes exactly as verify will run it."""
-    from core.route_calibrate import calibrate
-    from packer.reader import read_artifact
-    from verify.load import build_model
-
-    def route(data: bytes) -> dict:
-        return calibrate(build_model(read_artifact(data)), calib_tokens, opts).to_dict()
-
-    return route
 
 
 # --- verify's hooks -------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import ConfigError, UsageError
+from common.progress import Progress
 from core.bpb import bits_per_byte, target_byte_counts
-from core.progress import Progress
 from core.route_calibrate import (
     CAP_MARGIN,
     calibrate_threshold,
@@ -40,8 +41,8 @@ from core.routing import ALL_SIGNALS, CONTROL_SIGNALS, ORACLE_SIGNALS, token_buc
 from core.shards import find_shards, load_tokens
 from core.signals import oracle_score
 from core.tokenizer import Tokenizer
-from packer.errors import ConfigError, UsageError
 from packer.reader import read_artifact
+from quant.unpack import build_model
 from verify.adaptive import (
     UNIFORM_K,
     UNIFORM_K1,
@@ -53,7 +54,6 @@ from verify.adaptive import (
 )
 from verify.bootstrap import PairedBootstrap, document_ids
 from verify.job import load_eval_tokens
-from verify.load import build_model
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,17 @@ class ExperimentOptions:
                 raise ConfigError(f"ExperimentOptions.{name}={getattr(self, name)}: must be positive")
         if self.time_tokens < 0 or self.warmup < 0 or not 0 <= self.cap_margin <= 1:
             raise ConfigError("ExperimentOptions: time_tokens and warmup must be >= 0, cap_margin in [0, 1]")
+
+    @classmethod
+    def from_options(cls, fractions_csv: str, signals_csv: str | None, **kw) -> ExperimentOptions:
+        """From the command line: comma-separated --fractions and --signals (None: every signal)."""
+        try:
+            fractions = tuple(float(f) for f in fractions_csv.split(",") if f.strip())
+        except ValueError:
+            raise UsageError(f"--fractions {fractions_csv!r}: give comma-separated numbers in (0, 1)") from None
+        if signals_csv:
+            kw["signals"] = tuple(x.strip() for x in signals_csv.split(",") if x.strip())
+        return cls(fractions=fractions, **kw)
 
     def cap(self, fraction: float) -> float | None:
         return None if self.no_cap else min(1.0, fraction + self.cap_margin)
@@ -300,7 +311,7 @@ def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: Expe
         elif r.oracle_threshold is not None:
             row["threshold"] = r.oracle_threshold
         out_rows.append(row)
-    meta = {"artifact": str(artifact), "sha256": art.sha256, "data": described, "passes": cfg.n_passes,
+    meta = {"artifact": str(artifact), "sha256": art.file_sha256, "data": described, "passes": cfg.n_passes,
             "seq_len": cfg.seq_len, "val_tokens": len(nll_k), "val_bytes": int(token_bytes.sum()),
             "documents": boot.n_docs, "calib_tokens": int(len(calib_tokens) - 1), "threads": opts.threads,
             "bootstrap_samples": opts.n_boot, "time_tokens": next(iter(timing.values()))["tokens"] if timing else 0,

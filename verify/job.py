@@ -8,15 +8,16 @@ there feed the unigram floor), or text files encoded with the given tokenizer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from common.errors import DataError, UsageError
 from core.corpus import load_text_documents
 from core.shards import encode_documents, find_shards, load_tokens
-from core.sources import NO_PGOLF_OPTIONS, PGolfOptions
+from core.sources import PGolfOptions
 from core.tokenizer import Tokenizer
-from packer.errors import DataError, UsageError
 from verify.adaptive import EMBEDDED, routing_report, runner_for_target, same_policy
 from verify.evaluate import evaluate, unigram_bpb
 from verify.targets import EvalTarget, check_tokenizer, check_tokens, context_length, open_target
@@ -45,45 +46,52 @@ def _logits_fn(model):
     return lambda x: model(x)
 
 
-def _references(reference) -> list[Path]:
-    if reference is None:
-        return []
-    if isinstance(reference, (str, Path)):
-        return [Path(reference)]
-    return [Path(r) for r in reference]
+@dataclass(frozen=True)
+class VerifyRequest:
+    """What to score and how: the artifact (or checkpoint), the data, the tokenizer, references to compare."""
+
+    artifact: Path
+    data: tuple[Path, ...]
+    tokenizer: Path
+    references: tuple[Path, ...] = ()
+    batch_size: int = 32
+    seq_len: int | None = None        # the context (pgolf default 1024; recurrent: its own)
+    stride: int | None = None         # sliding-window scoring
+    pgolf: PGolfOptions = field(default_factory=PGolfOptions)
+    policy: str = EMBEDDED            # embedded | uniform-K | uniform-K+1 | a signal name (verify/adaptive.py)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size!r}: must be a positive integer")
 
 
-def verify_artifact(artifact: Path, data: list[Path], tokenizer: Path, reference=None,
-                    batch_size: int = 32, progress: bool = True, *, seq_len: int | None = None,
-                    stride: int | None = None, pgolf: PGolfOptions = NO_PGOLF_OPTIONS,
-                    policy: str = EMBEDDED) -> dict:
-    """Score `artifact` (or a checkpoint) and each reference (a path or a list of paths) on the same tokens.
-
-    `seq_len`: the context (pgolf default 1024; recurrent: its own). `stride`: sliding-window scoring.
-    `policy`: embedded (the artifact's routing rule) | uniform-K | uniform-K+1 (verify/adaptive.py); a
-    recurrent reference of the same architecture runs under the same policy.
-    """
-    target = open_target(Path(artifact), pgolf)
-    tok = Tokenizer.load(Path(tokenizer))
+def verify_job(req: VerifyRequest) -> dict:
+    """Score the artifact (or a checkpoint) and each reference on the same tokens, context and protocol; a
+    recurrent reference of the same architecture runs under the same policy."""
+    target = open_target(Path(req.artifact), req.pgolf)
+    tok = Tokenizer.load(Path(req.tokenizer))
     check_tokenizer(target, tok)
-    val, train, described = load_eval_tokens(data, tok)
+    val, train, described = load_eval_tokens(list(req.data), tok)
     check_tokens(target, val)
-    context = context_length(target, seq_len)
+    context = context_length(target, req.seq_len)
+    stride = req.stride
     if stride is not None and (not isinstance(stride, int) or not 1 <= stride <= context):
         raise UsageError(f"--sliding-window {stride!r} must be a stride in 1..{context} (the context length)")
     tables = tok.byte_tables()
-    runner = runner_for_target(target, policy, train)
-    res = evaluate(runner or _logits_fn(target.model), val, tables, context, batch_size, progress, stride=stride)
-    report = {"artifact": str(artifact), "kind": target.kind, "family": target.family, **target.info,
+    runner = runner_for_target(target, req.policy, train)
+    res = evaluate(runner or _logits_fn(target.model), val, tables, context, req.batch_size, req.progress,
+                   stride=stride)
+    report = {"artifact": str(req.artifact), "kind": target.kind, "family": target.family, **target.info,
               "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary(),
               **routing_report(runner, context)}
     report.setdefault("sha256", None)
     report["unigram_bpb"] = (unigram_bpb(train, val, tables, tok.vocab_size) if train is not None else None)
     rows = []
-    for ref_path in _references(reference):
-        ref_target = open_target(ref_path, pgolf, target.config if target.family == "pgolf" else None)
+    for ref_path in req.references:
+        ref_target = open_target(Path(ref_path), req.pgolf, target.config if target.family == "pgolf" else None)
         rows.append(_reference_row(ref_target, tok, val, tables, context_length(ref_target, context), res,
-                                   batch_size, progress, stride, same_policy(runner, ref_target)))
+                                   req.batch_size, req.progress, stride, same_policy(runner, ref_target)))
     if rows:
         report["references"] = rows
         report["reference"] = rows[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from packer.atomic import write_bytes_atomic
+from common.atomic import write_bytes_atomic
 
 
 def plot_experiment(result: dict, path: Path, time_key: str = "us_per_token_cpu") -> Path:

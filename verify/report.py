@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def format_verify(rep: dict) -> str:
     what = "artifact" if rep.get("kind", "artifact") == "artifact" else "checkpoint"
-    sha = f" (sha256 {rep['sha256'][:16]}…)" if rep.get("sha256") else ""
+    sha = f" (sha256 {rep['sha256'][:16]}…)" if rep.get("sha256") else ""      # of the whole file
     window = (f"sliding windows of {rep['seq_len']}, stride {rep['sliding_window_stride']}"
               if rep.get("sliding_window_stride") else f"non-overlapping windows of {rep.get('seq_len')}")
     lines = [f"{what:<10} {rep['artifact']}{sha}",
@@ -34,6 +34,16 @@ def format_routing(rep: dict) -> list[str]:
                  f"({rep['route_selected']:,} of {rep['route_positions']:,} positions), cap refused "
                  f"{rep['cap_bound_count']:,}")
     return [line, f"compute    {rep['flops_per_token'] / 1e6:.3f} MFLOPs/token (analytic)"]
+
+
+def demo_summary(trained: dict, audit: dict, ver: dict) -> dict:
+    """The demo's summary from the train, audit and verify reports."""
+    return {"params": trained["params"], "train_steps": trained["steps"], "train_seconds": trained["seconds"],
+            "artifact": ver["artifact"], "artifact_bytes": audit["file_bytes"], "total_bytes": audit["total_bytes"],
+            "fp_bpb": ver["reference"]["val_bpb"], "artifact_bpb": ver["val_bpb"], "gap_bpb": ver["quantization_gap_bpb"],
+            "unigram_bpb": ver["unigram_bpb"], "val_tokens": ver["tokens"], "val_bytes": ver["bytes"],
+            "route_signal": ver.get("route_signal"), "route_fraction_target": ver.get("route_fraction_target"),
+            "route_fraction_realized": ver.get("route_fraction_realized")}
 
 
 def format_demo_summary(s: dict) -> str:

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from packer.atomic import refuse_same_path, write_bytes_atomic
+from common.atomic import refuse_same_path, write_bytes_atomic
+from common.errors import UsageError
 from packer.code_bytes import CODE_ROOT, RUNTIME_MODULES, CodeCount, count_code
-from packer.errors import UsageError
 from packer.reader import read_artifact
 
 OUR_PACKAGES = ("core", "packer", "quant", "verify")
@@ -150,3 +150,27 @@ def export_submission(artifact: Path, out_dir: Path) -> SubmissionExport:
         write_bytes_atomic(copy, data)
     return SubmissionExport(out_dir, script, copy, len(text), art.layout.file_bytes, tuple(rels),
                             tuple(requires), tuple(optional), count_code([script]))
+
+
+def export_job(artifact: Path, out_dir: Path, budget_bytes: int) -> dict:
+    """The `export-submission` command: the script and the artifact copy, counted against the budget."""
+    res = export_submission(artifact, out_dir)
+    total = res.code.compressed_bytes + res.artifact_bytes
+    tok = read_artifact(res.artifact).manifest["tokenizer"].get("sha256")
+    return {"script": str(res.script), "artifact": str(res.artifact), "code_bytes": res.code.compressed_bytes,
+            "code_method": res.code.method, "artifact_bytes": res.artifact_bytes, "total_bytes": total,
+            "budget_bytes": budget_bytes, "headroom_bytes": budget_bytes - total, "fits": total <= budget_bytes,
+            "modules": list(res.modules), "requires": list(res.requires), "optional": list(res.optional),
+            "tokenizer_sha256": tok}
+
+
+def format_export(rep: dict) -> str:
+    tok = f"the tokenizer with sha256 {rep['tokenizer_sha256'][:12]}…" if rep.get("tokenizer_sha256") else \
+        "the artifact's tokenizer"
+    lines = [(f"wrote {rep['script']} ({rep['code_bytes']:,} B of code, {len(rep['modules'])} modules bundled) + "
+             f"{rep['artifact']} ({rep['artifact_bytes']:,} B) = {rep['total_bytes']:,} B of {rep['budget_bytes']:,} B"),
+             f"requires: {', '.join(rep['requires'])} (only on some paths: {', '.join(rep['optional']) or 'none'})",
+             f"run: python {rep['script']} --data FOLDER_OF_VAL_SHARDS --tokenizer TOKENIZER.model ({tok})"]
+    if not rep["fits"]:
+        lines.append(f"over budget by {rep['total_bytes'] - rep['budget_bytes']:,} B")
+    return "\n".join(lines)

@@ -12,13 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
+from common.errors import GolfpackError, UsageError
 from core.families import eval_context
 from core.shards import find_shards, load_tokens
 from core.tokenizer import Tokenizer
-from packer.errors import GolfpackError, UsageError
 from packer.reader import read_artifact
+from quant.unpack import build_model
 from verify.evaluate import evaluate
-from verify.load import build_model
 
 DEFAULT_DATA = "./data/datasets/fineweb10B_sp1024"
 DEFAULT_TOKENIZER = "./data/tokenizers/fineweb_1024_bpe.model"
@@ -50,7 +50,7 @@ def run(argv: list[str], artifact: Path) -> dict:
     val = load_tokens(find_shards(args.data, "val"))
     res = evaluate(lambda x: model(x), val, tok.byte_tables(), context, args.batch_size, False,
                    stride=args.sliding_window)
-    return {"artifact": str(args.artifact), "sha256": art.sha256, "family": family, "seq_len": context,
+    return {"artifact": str(args.artifact), "sha256": art.file_sha256, "family": family, "seq_len": context,
             "sliding_window_stride": args.sliding_window, **res.summary()}
 
 

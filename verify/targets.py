@@ -1,6 +1,6 @@
 """What `verify` evaluates: an artifact, or a checkpoint taken as it is, opened into one runnable model.
 
-A path starting with the artifact magic is read and validated by packer.reader and rebuilt by verify.load;
+A path starting with the artifact magic is read and validated by packer.reader and rebuilt by quant.unpack;
 anything else is a model source (core/sources.py: a golfpack checkpoint of any family, or a `.pt`, `.ptz`
 or safetensors Parameter Golf checkpoint). Also owns the checks that a tokenizer, a context length
 (core.families.eval_context) and a token stream fit the model. Must not score anything.
@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from common.errors import ConfigError, DataError, UsageError
 from core.families import eval_context
 from core.sources import NO_PGOLF_OPTIONS, PGolfOptions, check_options_match, load_source
 from core.tokenizer import Tokenizer
 from packer import constants as C
-from packer.errors import ConfigError, DataError, UsageError
 from packer.manifest import made_by
 from packer.reader import read_artifact
-from verify.load import build_model
+from quant.unpack import build_model
 
 
 @dataclass
@@ -59,16 +59,15 @@ def open_target(path: Path, pgolf: PGolfOptions = NO_PGOLF_OPTIONS, fallback=Non
         elif pgolf.given():
             raise UsageError(f"{path} holds a {family!r} model; --mlp-power, --rope-base and --softcap apply to "
                              f"Parameter Golf models only")
-        info = {"sha256": art.sha256, "routing": art.manifest["routing"], "made_by": made_by(art.manifest)}
+        info = {"sha256": art.file_sha256, "trailer_sha256": art.trailer_sha256, "routing": art.manifest["routing"], "made_by": made_by(art.manifest)}
         if "source" in art.manifest:
             info["source"] = art.manifest["source"]
         return EvalTarget(path, "artifact", family, model.cfg, model, art.manifest["tokenizer"].get("sha256"),
                           info)
     src = load_source(path, pgolf, fallback)
     model = src.model()
-    routing = {"policy": "uniform"}
-    if src.family == "recurrent":
-        routing["passes"] = src.config.n_passes
+    recorded = src.meta.get("routing")          # a checkpoint `golfpack unpack` wrote runs the artifact's rule
+    routing = recorded if isinstance(recorded, dict) else src.family_hooks.uniform_routing(src.config)
     info = {"routing": routing, **{k: v for k, v in src.provenance.items() if k in ("format", "sha256")}}
     return EvalTarget(path, src.provenance["kind"], src.family, src.config, model, src.tokenizer_sha256, info)
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from common.errors import DataError
 from core.bpb import bits_per_byte, target_byte_counts
 from core.tokenizer import Tokenizer
-from packer.errors import DataError
 
 
 @pytest.fixture(scope="module")

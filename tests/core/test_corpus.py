@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from common.errors import DataError
 from core.corpus import Document, default_corpus, load_text_documents, split_documents
-from packer.errors import DataError
 
 
 def test_default_corpus_is_deterministic_and_well_formed(default_docs):

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import ConfigError
 from core.checkpoint import load_checkpoint
 from core.config import ModelConfig
 from core.distributed import DistEnv, backend_for, distributed_session, read_dist_env, select_device
 from core.shards import encode_documents, write_split
 from core.train import TrainConfig, sample_batch
 from core.train_job import run_train
-from packer.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ from core.config import ModelConfig
 from core.distributed import read_dist_env
 from core.train import TrainConfig
 from core.train_job import run_train
-from packer.errors import ConfigError
+from common.errors import ConfigError
 
 job = json.loads(Path(sys.argv[1]).read_text())
 rank = read_dist_env().rank

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from common.errors import CheckpointError
 from core.ingest import detect_format, load_state_dict_file
 from core.pgolf_model import PGolfGPT, infer_pgolf_config
-from packer.errors import CheckpointError
 
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")  # train_gpt keeps fp32
 

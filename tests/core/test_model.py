@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from common.errors import ConfigError
 from core.config import ModelConfig
 from core.model import RecurrentLM
-from packer.errors import ConfigError
 
 TINY = ModelConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_passes=3, seq_len=16)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.errors import CheckpointError, ConfigError
 from core.pgolf_model import PGolfConfig, PGolfGPT, infer_pgolf_config, pgolf_state_shapes
-from packer.errors import CheckpointError, ConfigError
 
 _TALEEF7 = {"num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_hidden": 64,
             "vocab_size": 1024}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import ConfigError, FormatError
 from core.config import ModelConfig
 from core.model import RecurrentLM
 from core.route_calibrate import (
@@ -19,7 +20,6 @@ from core.route_calibrate import (
 )
 from core.routing import LEGAL_SIGNALS, ORACLE_SIGNALS, RoutingRule, rule_from_manifest, token_bucket
 from core.signals import features, pass_k, random_uniform, score
-from packer.errors import ConfigError, FormatError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

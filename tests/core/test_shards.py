@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 
+from common.errors import DataError, ShardError
 from core.corpus import Document
 from core.shards import (
     document_starts,
@@ -17,7 +18,6 @@ from core.shards import (
     write_shard,
     write_split,
 )
-from packer.errors import DataError, ShardError
 
 
 def _raw_shard(path, ints: list[int], tokens: bytes) -> None:

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from common.errors import DataError
 from core.tokenizer import Tokenizer, train_tokenizer
-from packer.errors import DataError
 
 
 def test_two_trainings_give_identical_bytes_and_write_only_the_model(tmp_path, default_docs, small_tokenizer):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
 from core.config import ModelConfig
 from core.shards import encode_documents
 from core.train import TrainConfig, lr_at, quick_val_bpb, train
-from packer.errors import ConfigError
 
 
 def test_short_run_lowers_loss(small_tokenizer, default_docs):

@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
+from common.errors import ChecksumError, FormatError, GolfpackError
 from packer import constants as C
-from packer.errors import ChecksumError, FormatError, GolfpackError
 from packer.reader import read_artifact
 from packer.writer import SectionSpec, build_artifact, write_artifact
 

@@ -25,9 +25,7 @@ from artifact_kit import (
     split,
 )
 
-from packer import codecs
-from packer import constants as C
-from packer.errors import (
+from common.errors import (
     ArtifactError,
     ChecksumError,
     CodecError,
@@ -41,6 +39,8 @@ from packer.errors import (
     UnknownFormatError,
     VersionError,
 )
+from packer import codecs
+from packer import constants as C
 from packer.manifest import encode_manifest
 from packer.reader import parse_artifact, read_artifact
 from packer.writer import SectionSpec, build_artifact
@@ -588,9 +588,9 @@ def test_planted_pickle_is_refused_and_never_runs(tmp_path):
     from click.testing import CliRunner
 
     from cli import main
+    from common.errors import CheckpointError
     from core.checkpoint import load_checkpoint
     from core.ingest import load_state_dict_file
-    from packer.errors import CheckpointError
 
     marker = tmp_path / "PWNED"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packer import ans_codec, codecs
-from packer.errors import CodecError
+from common.errors import CodecError
+from packer import codecs
 
 
 def _params(codes: np.ndarray, bits: int) -> dict:
@@ -95,9 +95,9 @@ def test_ans_rejects_codes_outside_the_declared_width_and_bad_params():
 
 def test_shuffle_groups_bytes_and_inverts():
     raw = bytes(range(12))
-    assert ans_codec.shuffle(raw, 2) == bytes([0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11])
-    assert ans_codec.unshuffle(ans_codec.shuffle(raw, 4), 4) == raw
-    assert ans_codec.shuffle(raw, 1) == raw
+    assert codecs.shuffle(raw, 2) == bytes([0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11])
+    assert codecs.unshuffle(codecs.shuffle(raw, 4), 4) == raw
+    assert codecs.shuffle(raw, 1) == raw
 
 
 def test_brotli_shuffle_helps_fp16_scales():

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packer import ans_codec, ans_param, codecs, entropy_fit
-from packer import entropy_models as em
-from packer.errors import CodecError
+from common.errors import CodecError
+from packer import codecs
+from packer.entropy import codec as ans_codec
+from packer.entropy import fit as entropy_fit
+from packer.entropy import models as em
+from packer.entropy import param as ans_param
 
 
 def _params(codes: np.ndarray, bits: int) -> dict:
@@ -43,7 +46,7 @@ def test_iid_codes_land_within_0p1_percent_of_order0_plus_model(bits):
     rng = np.random.default_rng(bits)
     codes = _quant(rng.standard_normal((256, 256)), bits)
     stored = _encode(codes, bits)
-    d = em.describe(stored, _params(codes, bits))
+    d = ans_codec.describe(stored, _params(codes, bits))
     h0 = em.order0_entropy_bits(codes) / 8
     assert 0 < d["model_bytes"] < len(stored)
     assert len(stored) <= 1.001 * (h0 + d["model_bytes"])
@@ -54,7 +57,7 @@ def test_model_bytes_are_inside_the_section():
     rng = np.random.default_rng(0)
     codes = _quant(rng.standard_normal((64, 300)), 6)
     stored = _encode(codes, 6, prefer="speed")            # categorical tables: histograms in the header
-    d = em.describe(stored, _params(codes, 6))
+    d = ans_codec.describe(stored, _params(codes, 6))
     assert d["model"].startswith(("cat", "tables"))
     assert d["header_bytes"] >= 10                          # the histogram really is stored in the blob
     assert (len(stored) - d["header_bytes"]) % 4 == 0      # the rest is whole ANS words
@@ -70,7 +73,7 @@ def test_rows_of_different_spread_go_below_order0():
     w[:, 0] = np.exp(rng.uniform(np.log(3), np.log(30), 256))   # one outlier per row sets the row's absmax
     codes = _quant(w, 6)                                          # so rows differ in spread in code units
     stored = _encode(codes, 6)
-    d = em.describe(stored, _params(codes, 6))
+    d = ans_codec.describe(stored, _params(codes, 6))
     h0 = em.order0_entropy_bits(codes) / 8
     assert "row" in d["model"] or d["model"].startswith("tables")
     assert len(stored) < 0.95 * h0
@@ -82,7 +85,7 @@ def test_columns_of_different_spread_use_column_parameters():
     w = rng.standard_normal((128, 256)) * np.exp(rng.uniform(-2, 1, (1, 256)))
     codes = _quant(w, 6)
     stored = _encode(codes, 6)
-    d = em.describe(stored, _params(codes, 6))
+    d = ans_codec.describe(stored, _params(codes, 6))
     assert "colsigma" in d["model"]
     assert len(stored) < 0.9 * em.order0_entropy_bits(codes) / 8
     assert np.array_equal(_decode(stored, codes, 6), codes)
@@ -96,7 +99,7 @@ def test_near_copy_rows_are_predicted_from_earlier_rows():
         w[rows] = rng.standard_normal(128) + 0.03 * rng.standard_normal((rows.size, 128))
     codes = _quant(w, 6)
     stored = _encode(codes, 6)
-    d = em.describe(stored, _params(codes, 6))
+    d = ans_codec.describe(stored, _params(codes, 6))
     assert "refs" in d["model"]
     assert len(stored) < 0.8 * em.order0_entropy_bits(codes) / 8
     assert np.array_equal(_decode(stored, codes, 6), codes)
@@ -123,7 +126,7 @@ def test_same_input_gives_identical_bytes():
 def test_corrupted_ans_section_is_caught_by_its_checksum():
     from artifact_kit import reseal_sha, small_body, small_sections
 
-    from packer.errors import ChecksumError
+    from common.errors import ChecksumError
     from packer.reader import parse_artifact
     from packer.writer import SectionSpec, build_artifact
 
@@ -193,15 +196,15 @@ def test_crafted_headers_are_rejected_by_field():
 def test_describe_section_names_generic_codecs_without_a_model():
     codes = np.ones((3, 3), np.int8)
     stored = codecs.encode("zstd", codes.tobytes(), _params(codes, 8))
-    assert em.describe_section("zstd", stored, _params(codes, 8)) == {
+    assert ans_codec.describe_section("zstd", stored, _params(codes, 8)) == {
         "model": "zstd", "model_bytes": None, "header_bytes": None, "side_bits": None}
-    assert em.describe_section("ans", _encode(codes, 8), _params(codes, 8))["model"] == "const"
+    assert ans_codec.describe_section("ans", _encode(codes, 8), _params(codes, 8))["model"] == "const"
 
 
 def test_describe_needs_a_shape_or_raw_length():
     codes = np.ones((3, 3), np.int8)
     stored = _encode(codes, 8)
-    assert em.describe(stored, {"dtype": "int8", "bits": 8}, raw_len=9)["model"] == "const"
+    assert ans_codec.describe(stored, {"dtype": "int8", "bits": 8}, raw_len=9)["model"] == "const"
     with pytest.raises(CodecError, match="shape"):
         ans_codec.describe(stored, {"dtype": "int8"})
 

@@ -5,7 +5,7 @@ MUTANTS_PER_EXAMPLE mutated files from the seed (so one example is a batch and 1
 seconds). Byte-level mutations hit the container; with the SHA-256 (and CRC-32s) re-sealed, and with
 JSON-level mutations re-encoded canonically, they reach the manifest schema, the section table and the
 codecs. Each file goes through everything a consumer does: parse, decode every section, type every array,
-and rebuild every tensor through its format (verify.load.artifact_tensors). Any exception that is not an
+and rebuild every tensor through its format (quant.unpack.artifact_tensors). Any exception that is not an
 ArtifactError is an escape and fails the test with the offending file's description.
 """
 
@@ -21,8 +21,8 @@ from artifact_kit import read_everything, reseal_manifest, reseal_sha, small_art
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import ArtifactError
 from packer import constants as C
-from packer.errors import ArtifactError
 from packer.writer import SectionSpec, build_artifact
 
 MUTANTS_PER_EXAMPLE = 64
@@ -224,7 +224,7 @@ def mutate(base: bytes, plan: list[str], reseal: str, rng) -> bytes:
 
 def consume(data: bytes) -> str:
     """Everything a consumer does with an artifact; the name of the outcome."""
-    from verify.load import artifact_tensors
+    from quant.unpack import artifact_tensors
     try:
         art = read_everything(data)
         with np.errstate(all="ignore"):     # a re-sealed mutant may carry NaN scales: valid bytes, odd values

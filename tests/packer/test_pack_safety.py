@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from packer.atomic import temp_files_for
-from packer.errors import BudgetError, UsageError
+from common.atomic import temp_files_for
+from common.errors import BudgetError, UsageError
 from packer.reader import read_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_budget_met_exactly_is_accepted_and_one_byte_less_is_refused(ckpt, packe
 
 
 def test_a_failed_or_interrupted_write_keeps_the_old_output(monkeypatch, tmp_path):
-    from packer import atomic
+    from common import atomic
 
     out = tmp_path / "model.gpk"
     out.write_bytes(b"OLD ARTIFACT")
@@ -147,10 +147,13 @@ def test_a_failed_or_interrupted_write_keeps_the_old_output(monkeypatch, tmp_pat
 # stage "write" after writing half of the artifact to the temporary file, at stage "fsync" after writing
 # all of it but before the rename. It then announces itself through the `ready` file and waits to be killed.
 CHILD = r'''
-import sys, time, types
+import signal, sys, time, types
 from pathlib import Path
+# a child started from a background job (`make test &`, nohup, some CI runners) inherits an ignored SIGINT:
+# set the disposition here, or the interrupt below would never arrive
+signal.signal(signal.SIGINT, signal.default_int_handler)
 stage, ready, ckpt, out = sys.argv[1:5]
-import packer.atomic as A
+import common.atomic as A
 from cli import main
 real = A.os
 
@@ -247,8 +250,8 @@ def test_identical_bytes_across_processes_hash_seeds_and_threads(ckpt, packed, t
 
 
 def test_manifest_records_how_the_file_was_made(packed):
+    from common import __version__ as TOOL_VERSION
     from packer.manifest import made_by
-    from quant.pack import TOOL_VERSION
 
     m = read_artifact(packed["path"]).manifest
     info = made_by(m)
@@ -262,7 +265,7 @@ def test_verify_reports_made_by(ckpt, tmp_path, small_tokenizer):
     from core.checkpoint import save_checkpoint
     from core.config import ModelConfig
     from core.model import RecurrentLM
-    from verify.job import verify_artifact
+    from verify.job import VerifyRequest, verify_job
 
     cfg = ModelConfig(vocab_size=small_tokenizer.vocab_size, d_model=32, n_heads=2, n_kv_heads=1, n_passes=2,
                       seq_len=32)
@@ -272,5 +275,5 @@ def test_verify_reports_made_by(ckpt, tmp_path, small_tokenizer):
     assert cli(["pack", st, "-o", art]).exit_code == 0
     text = tmp_path / "doc.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
-    rep = verify_artifact(art, [text], small_tokenizer.path, progress=False)
+    rep = verify_job(VerifyRequest(art, (text,), small_tokenizer.path, progress=False))
     assert rep["made_by"]["tool"] == "golfpack" and rep["made_by"]["options"]["embed_format"] == "int8_row"

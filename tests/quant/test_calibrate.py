@@ -4,12 +4,18 @@ import numpy as np
 import pytest
 
 import core.shards
+from common.errors import UsageError
 from core.shards import write_shard
-from packer.errors import UsageError
+from core.sources import load_source
 from packer.reader import read_artifact
 from quant.calibrate import calibration_windows, collect_hessians
-from quant.pack import PackOptions, pack_checkpoint_file
-from quant.pipeline import pack_model
+from quant.options import PackOptions
+from quant.pack_job import PackRequest, pack_job
+from quant.pipeline import Packer
+
+
+def pack_checkpoint_file(ckpt, out, opts, route=None):
+    return pack_job(load_source(ckpt), PackRequest(out=out, options=opts, route=route, progress=False))
 
 
 def test_windows_never_open_validation_shards(tiny, tiny_dir, monkeypatch):
@@ -34,7 +40,7 @@ def test_gptq_result_independent_of_validation_data(tiny, tiny_dir, tmp_path):
     results = []
     for folder in (tiny_dir, clean):           # garbage validation file vs a real, different one
         win = calibration_windows(folder, 2048, TINY.seq_len, TINY.vocab_size)
-        res = pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win, progress=False)
+        res = Packer(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win, progress=False).result()
         results.append(res)
     assert results[0].data == results[1].data
     assert "gptq" in set(results[0].scales.values())
@@ -56,7 +62,7 @@ def test_shared_block_hessian_sums_over_all_passes(tiny, tiny_dir):
 
 
 def test_pack_checkpoint_calibrates_from_its_folder(tiny_dir, tmp_path):
-    res = pack_checkpoint_file(tiny_dir / "tiny", tmp_path / "t.gpk", PackOptions(), progress=False)
+    res = pack_checkpoint_file(tiny_dir / "tiny", tmp_path / "t.gpk", PackOptions())
     assert res.report["calibration"]["tokens"] > 0
     man = read_artifact(tmp_path / "t.gpk").manifest
     int6 = {t["name"]: t["scale"] for t in man["tensors"] if t.get("format") == "int6_row"}
@@ -71,8 +77,7 @@ def test_calibrated_pack_does_not_depend_on_torch_threads(tiny, tiny_dir):
     out = []
     for threads in (2, 1):
         torch.set_num_threads(threads)
-        out.append(pack_model(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win,
-                              progress=False).data)
+        out.append(Packer(model, tiny.tensors(model), tiny.body(), PackOptions(extra_codecs=()), windows=win, progress=False).result().data)
     assert out[0] == out[1]
 
 
@@ -87,8 +92,8 @@ def test_checkpoint_holdout_reads_the_training_meta():
 def test_a_checkpoint_with_a_hold_out_is_calibrated_on_that_tail_only(tiny, tiny_dir, tmp_path):
     """The stream's head holds token ids the model cannot have (>= vocab): windows over the whole stream
     are refused, windows over the hold-out tail never see them, and pack calibrates there."""
+    from common.errors import DataError
     from core.checkpoint import save_checkpoint
-    from packer.errors import DataError
 
     TINY = tiny.cfg
     tail = 4096
@@ -101,9 +106,8 @@ def test_a_checkpoint_with_a_hold_out_is_calibrated_on_that_tail_only(tiny, tiny
     save_checkpoint(tmp_path / "held", tiny.model(), TINY, {"tokenizer_sha256": None,
                                                             "train": {"holdout_tokens": tail}})
     res = pack_checkpoint_file(tmp_path / "held.safetensors", tmp_path / "held.gpk",
-                               PackOptions(extra_codecs=()), progress=False)
+                               PackOptions(extra_codecs=()))
     assert res.report["calibration"]["windows"] > 0 and "gptq" in set(res.scales.values())
     save_checkpoint(tmp_path / "seen", tiny.model(), TINY, {"tokenizer_sha256": None})
     with pytest.raises(DataError, match="outside the model's vocabulary"):
-        pack_checkpoint_file(tmp_path / "seen.safetensors", tmp_path / "seen.gpk", PackOptions(extra_codecs=()),
-                             progress=False)
+        pack_checkpoint_file(tmp_path / "seen.safetensors", tmp_path / "seen.gpk", PackOptions(extra_codecs=()))

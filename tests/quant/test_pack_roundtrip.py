@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import BudgetError
 from core.config import ModelConfig
 from core.model import RecurrentLM
 from packer import constants as C
-from packer.errors import BudgetError
 from packer.reader import read_artifact
 from quant import formats
-from quant.pack import PackOptions, pack_tensors
-from verify.load import artifact_tensors, build_model
+from quant.assemble import pack_tensors
+from quant.options import PackOptions
+from quant.unpack import artifact_tensors, build_model
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_passes=2, seq_len=16)
 
@@ -77,7 +78,7 @@ def test_every_format_and_method_round_trips_through_one_artifact():
     tensors, plan, methods = {}, {}, {}
     for i, fmt in enumerate(sorted(C.TENSOR_FORMATS)):
         shape = (3, 5, 40) if i % 3 == 0 else (12, 70)          # 3-D tensors are R = shape[0] rows too
-        for method in formats.methods_for(fmt) or (None,):
+        for method in formats.get(fmt).scale_methods or (None,):
             name = f"t{i:02d}_{fmt}_{method}"
             tensors[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
             tensors[name].reshape(shape[0], -1)[0] = 0.0          # an all-zero row in every tensor
@@ -91,12 +92,12 @@ def test_every_format_and_method_round_trips_through_one_artifact():
         want = formats.decode(plan[name], encoded[name].arrays, w.shape)
         assert got[name].shape == w.shape and np.array_equal(got[name], want), name
         assert entries[name]["format"] == plan[name] and entries[name].get("scale") == methods[name], name
-        if formats.spec(plan[name]).kind == "int" and formats.spec(plan[name]).bits >= 6:
+        if formats.get(plan[name]).uses_gptq and formats.get(plan[name]).bits >= 6:
             assert np.linalg.norm(got[name] - w) < 0.05 * np.linalg.norm(w), name   # and it is close to w
 
 
 def test_scale_method_in_manifest_is_validated():
-    from packer.errors import SchemaError
+    from common.errors import SchemaError
     from packer.manifest import validate_manifest
 
     res = pack_tensors(model_tensors(), body(), PackOptions())

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from packer.errors import BudgetError
+from common.errors import BudgetError
 from packer.reader import read_artifact
 from quant import formats
 from quant.calibrate import calibration_windows
 from quant.candidates import Candidate
-from quant.pack import PackOptions
-from quant.pipeline import pack_model, packer_for
+from quant.options import PackOptions
+from quant.pipeline import Packer
 from quant.planner import Option, PlannerConfig, isotonic, pareto, read_plan, restrict, solve, uniform_seeds
 
 FAST = ()   # codecs beyond zstd: the planner's logic does not depend on them, and ANS is slow on tiny tensors
@@ -59,17 +59,15 @@ def setup(tiny, tiny_dir):
     model = tiny.model()
     win = calibration_windows(tiny_dir, 2048, tiny.cfg.seq_len, tiny.cfg.vocab_size)
     tensors = tiny.tensors(model)
-    session = packer_for(model, tensors, tiny.body(), PackOptions(budget_bytes=10**9, extra_codecs=FAST), windows=win,
-                         progress=False)
+    session = Packer(model, tensors, tiny.body(), PackOptions(budget_bytes=10**9, extra_codecs=FAST), windows=win,
+                     progress=False)
 
     def run(budget, fill=True, plan=None):
         if plan is not None:
-            return pack_model(model, tensors, tiny.body(), PackOptions(budget_bytes=budget, extra_codecs=FAST), windows=win,
-                              progress=False, plan=plan)
+            return session.result(plan=plan, budget_bytes=budget)
         if fill:
             return session.plan_to_budget(PlannerConfig(menu=MENU), budget)
-        return pack_model(model, tensors, tiny.body(), PackOptions(budget_bytes=budget, extra_codecs=FAST), windows=win,
-                          progress=False, planner=PlannerConfig(menu=MENU))
+        return session.result(planner=PlannerConfig(menu=MENU), budget_bytes=budget)
 
     full = run(10**9)                                  # everything it can store at its best
     low = session.plan_to_budget(PlannerConfig(menu=("int3_row",)), 10**9)
@@ -146,8 +144,8 @@ def test_joint_check_runs_on_its_own_larger_window_set(setup, tiny, tiny_dir):
     model, tensors = tiny.model(), tiny.tensors(tiny.model())
     small = calibration_windows(tiny_dir, 2048, tiny.cfg.seq_len, tiny.cfg.vocab_size)
     big = calibration_windows(tiny_dir, 8192, tiny.cfg.seq_len, tiny.cfg.vocab_size)
-    session = packer_for(model, tensors, tiny.body(), PackOptions(budget_bytes=10**9, extra_codecs=FAST),
-                         windows=small, joint_windows=big, progress=False)
+    session = Packer(model, tensors, tiny.body(), PackOptions(budget_bytes=10**9, extra_codecs=FAST),
+                     windows=small, joint_windows=big, progress=False)
     res = session.plan_to_budget(PlannerConfig(menu=MENU), int(low.total_bytes + 0.3 * (high.total_bytes
                                                                                          - low.total_bytes)))
     assert res.report["calibration"]["joint_tokens"] == big.shape[0] * (big.shape[1] - 1) > small.size
@@ -193,7 +191,7 @@ def test_hessian_mode_never_predicts_a_coarse_format_free():
 
 
 def test_auto_sensitivity_measures_only_when_the_time_fits():
-    from packer.errors import ConfigError
+    from common.errors import ConfigError
     from quant.planner import sensitivities
 
     def fresh():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from packer.errors import QuantError
+from common.errors import QuantError
 from quant import primitives as P
 from quant import reference as R
 

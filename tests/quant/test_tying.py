@@ -8,9 +8,10 @@ from core.model import RecurrentLM
 from packer.audit import audit_artifact
 from packer.code_bytes import count_code
 from packer.reader import read_artifact
-from quant.pack import PackOptions, pack_tensors
+from quant.assemble import pack_tensors
+from quant.options import PackOptions
 from quant.tying import find_duplicates
-from verify.load import artifact_tensors, build_model
+from quant.unpack import artifact_tensors, build_model
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_passes=3, n_blocks=1, seq_len=16)
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.errors import FormatError, UsageError
 from core.config import ModelConfig
 from core.model import RecurrentLM
 from core.route_calibrate import collect, fit_parts, rule_for, split_halves
 from core.routing import LEGAL_SIGNALS, RoutingRule
-from packer.errors import FormatError, UsageError
-from quant.pack import PackOptions, pack_tensors
+from quant.assemble import pack_tensors
+from quant.options import PackOptions
 from verify.adaptive import (
     UNIFORM_K,
     UNIFORM_K1,
@@ -152,7 +153,7 @@ def test_resolve_policy_names(rules):
 
 def test_verify_reports_the_embedded_rule(tmp_path, model, rules, small_tokenizer):
     from core.shards import encode_documents, write_split
-    from verify.job import verify_artifact
+    from verify.job import VerifyRequest, verify_job
 
     cfg = ModelConfig(**{**CFG.to_dict(), "vocab_size": small_tokenizer.vocab_size})
     torch.manual_seed(1)
@@ -167,20 +168,20 @@ def test_verify_reports_the_embedded_rule(tmp_path, model, rules, small_tokenize
 
     docs = [Document(f"d{i}", f"def f(x):\n    return x + {i}\n" * 4) for i in range(30)]
     write_split(encode_documents(docs, small_tokenizer), tmp_path, "t", "val")
-    rep = verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False)
+    rep = verify_job(VerifyRequest(art, (tmp_path,), small_tokenizer.path, progress=False))
     json.dumps(rep, default=str)
     assert rep["policy"] == "embedded" and rep["route_signal"] == "random"
     assert rep["route_fraction_target"] == 0.25 and 0.1 < rep["route_fraction_realized"] <= 0.3
     for key in ("cap_bound_count", "flops_per_token", "tokens_per_second"):
         assert rep[key] is not None
-    uni = verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False, policy="uniform-K")
-    deep = verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False, policy="uniform-K+1")
+    uni = verify_job(VerifyRequest(art, (tmp_path,), small_tokenizer.path, progress=False, policy="uniform-K"))
+    deep = verify_job(VerifyRequest(art, (tmp_path,), small_tokenizer.path, progress=False, policy="uniform-K+1"))
     assert uni["flops_per_token"] < rep["flops_per_token"] < deep["flops_per_token"]
     lo, hi = sorted((uni["val_loss"], deep["val_loss"]))
     assert lo - 0.05 < rep["val_loss"] < hi + 0.05
     with pytest.raises(UsageError, match="training tokens"):
-        verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False, policy="update_size")
+        verify_job(VerifyRequest(art, (tmp_path,), small_tokenizer.path, progress=False, policy="update_size"))
     write_split(encode_documents(docs * 4, small_tokenizer), tmp_path, "t", "train")
-    sig = verify_artifact(art, [tmp_path], small_tokenizer.path, progress=False, policy="update_size")
+    sig = verify_job(VerifyRequest(art, (tmp_path,), small_tokenizer.path, progress=False, policy="update_size"))
     assert sig["policy"] == "update_size" and sig["route_signal"] == "update_size"
     assert sig["route_fraction_target"] == 0.25 and sig["route_fraction_realized"] <= 0.3

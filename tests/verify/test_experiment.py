@@ -15,7 +15,8 @@ from core.config import ModelConfig
 from core.routing import LEGAL_SIGNALS, ORACLE_SIGNALS
 from core.shards import encode_documents, write_split
 from core.train import TrainConfig, train
-from quant.pack import PackOptions, pack_tensors
+from quant.assemble import pack_tensors
+from quant.options import PackOptions
 from verify.bootstrap import PairedBootstrap, document_ids
 from verify.experiment import ExperimentOptions, run_experiment
 

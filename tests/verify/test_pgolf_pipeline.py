@@ -17,7 +17,7 @@ from core.pgolf_model import PGolfConfig, PGolfGPT
 from core.scoring import score_stream, sliding_windows
 from core.shards import encode_documents, load_tokens, write_split
 from packer.reader import read_artifact
-from verify.load import build_model
+from quant.unpack import build_model
 
 SEQ = ["--seq-len", "64"]
 FP32 = ["--embed-format", "fp32", "--matrix-format", "fp32", "--control-format", "fp32"]

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import ConfigError, FormatError
 from core.families import config_from_dict, family
-from packer.errors import ConfigError, FormatError
 from packer.reader import Artifact
 from quant import formats
 

@@ -4,7 +4,7 @@ sigma = 2^((a_i + b_j)/8) from per-row and per-column grid indices, mean = m_j/4
 are near-copies of an earlier row predicted from it (mean = round(beta_i/16 * x_parent), own sigma), every
 side array coded in the same ANS stream ahead of the codes. Owns this model's blob layout (FORMAT.md "The
 `ans` blob", model 2), its exact bounded decoder, and the encoder-side search over its variants (fitted with
-packer.entropy_fit, ranked by estimated bytes). Must not import torch.
+packer.entropy.fit, ranked by estimated bytes). Must not import torch.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from packer import ans_io as io
-from packer import entropy_fit as fit
-from packer.errors import CodecError
+from common.errors import CodecError
+from packer.entropy import blob as io
+from packer.entropy import fit
 
 FLAG_COL_SIGMA, FLAG_COL_MEAN, FLAG_REFS = 1, 2, 4
 DECODE_CHUNK = 1 << 21          # symbols per constriction call (bounds the per-symbol parameter arrays)

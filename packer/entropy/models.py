@@ -6,7 +6,7 @@ models), then one constriction ANS stream (little-endian u32 words) holding side
   tables - K categorical tables with stored (binned, scaled) counts, one chosen per row (K = 1 is the
            per-tensor histogram); rows are grouped by hard EM.
   param  - per-code quantized Gaussian / Laplace with row, column and row-reference parameters
-           (packer/ans_param.py).
+           (packer/entropy/param.py).
 `encode_codes` tries the candidates and keeps the smallest blob (first wins ties), so equal input gives
 equal bytes. Decoding allocates only what the caller's shape allows, checks every header field, and
 raises CodecError when the stream is not used up exactly. FORMAT.md "The `ans` blob" is the layout.
@@ -20,10 +20,10 @@ import math
 import constriction
 import numpy as np
 
-from packer import ans_io as io
-from packer import ans_param
-from packer import entropy_fit as fit
-from packer.errors import CodecError
+from common.errors import CodecError
+from packer.entropy import blob as io
+from packer.entropy import fit
+from packer.entropy import param as ans_param
 
 MAX_TABLES = 64
 GROUP_CHOICES = (2, 4, 8, 16)
@@ -195,17 +195,3 @@ def encode_codes(X: np.ndarray, prefer: str = "size") -> bytes:
     if prefer == "size":
         blobs += [ans_param.encode(X, lo, hi, pf) for pf in ans_param.search(X, lo, hi)]
     return min(blobs, key=len)
-
-
-def describe(stored: bytes, params: dict, raw_len: int | None = None) -> dict:
-    """{'model', 'model_bytes', ...} of an "ans" section from its stored bytes and section params."""
-    from packer import ans_codec  # the params-to-matrix layout lives with the codec
-
-    return ans_codec.describe(stored, params, raw_len)
-
-
-def describe_section(codec: str, stored: bytes, params: dict, raw_len: int | None = None) -> dict:
-    """describe() for "ans" sections; other codecs keep no separable model: model_bytes None."""
-    if codec == "ans":
-        return describe(stored, params, raw_len)
-    return {"model": codec, "model_bytes": None, "header_bytes": None, "side_bits": None}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from packer.errors import CodecError
+from common.errors import CodecError
 
 MAX_SIDE_CAT_SYMBOLS = 64      # side arrays with a wider range use the Gaussian side model
 MAX_SIDE_ABS = 1 << 20         # side-array values (row/column indices, grid indices) stay within this

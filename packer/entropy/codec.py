@@ -1,4 +1,4 @@
-"""The section codecs built on entropy models and brotli: "ans", "brotli" and "brotli-shuffle".
+"""The "ans" section codec: section bytes and params onto a code matrix, coded by packer/entropy/models.py.
 
 Owns how a section's raw bytes and params map onto a code matrix: int8 sections with
 params {"dtype": "int8", "shape": [rows, ...], "bits": b} are coded as a [rows, cols] matrix of codes in
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import math
 
-import brotli
 import numpy as np
 
-from packer import entropy_models as em
-from packer.errors import CodecError
+from common.errors import CodecError
+from packer.entropy import models as em
 
-BROTLI_QUALITY = 11
 DTYPE_BYTES = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4}
 
 
@@ -99,55 +97,8 @@ def describe(stored: bytes, params: dict, raw_len: int | None = None) -> dict:
     return em.describe_codes(bytes(stored), rows, cols, bounds)
 
 
-# --- brotli -----------------------------------------------------------------------------------------------
-def _itemsize(params: dict) -> int:
-    return DTYPE_BYTES.get(params.get("dtype", "uint8"), 1)
-
-
-def shuffle(raw: bytes, size: int) -> bytes:
-    """Byte shuffle: all first bytes of the elements, then all second bytes, ... (identity for size 1)."""
-    if size == 1 or len(raw) % size:
-        return bytes(raw)
-    return np.frombuffer(bytes(raw), np.uint8).reshape(-1, size).T.tobytes()
-
-
-def unshuffle(data: bytes, size: int) -> bytes:
-    if size == 1 or len(data) % size:
-        return bytes(data)
-    return np.frombuffer(data, np.uint8).reshape(size, -1).T.tobytes()
-
-
-def brotli_encode(raw: bytes, params: dict) -> bytes:
-    return brotli.compress(bytes(raw), quality=BROTLI_QUALITY)
-
-
-def brotli_decode_at_most(stored: bytes, limit: int) -> bytes:
-    """One finished brotli stream, nothing after it, decoding to at most `limit` bytes (memory stays bounded
-    by the limit, never by what the stream would expand to), or CodecError."""
-    dec = brotli.Decompressor()
-    try:
-        out = dec.process(bytes(stored), output_buffer_limit=limit + 1)
-    except brotli.error as exc:   # includes bytes after the end of the stream
-        raise CodecError(f"brotli stream is corrupt or has bytes after its end: {exc}") from None
-    if len(out) > limit:
-        raise CodecError(f"brotli stream decodes to more than {limit} bytes")
-    if not dec.is_finished():
-        raise CodecError(f"brotli stream ends before it is finished after {len(out)} decoded bytes (truncated "
-                         f"or corrupt)")
-    return out
-
-
-def brotli_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
-    out = brotli_decode_at_most(stored, raw_len)
-    if len(out) != raw_len:
-        raise CodecError(f"brotli payload decodes to {len(out)} bytes, not the declared {raw_len}; the section "
-                         f"is corrupt")
-    return out
-
-
-def brotli_shuffle_encode(raw: bytes, params: dict) -> bytes:
-    return brotli_encode(shuffle(raw, _itemsize(params)), params)
-
-
-def brotli_shuffle_decode(stored: bytes, raw_len: int, params: dict) -> bytes:
-    return unshuffle(brotli_decode(stored, raw_len, params), _itemsize(params))
+def describe_section(codec: str, stored: bytes, params: dict, raw_len: int | None = None) -> dict:
+    """describe() for "ans" sections; other codecs keep no separable model: model_bytes None."""
+    if codec == "ans":
+        return describe(stored, params, raw_len)
+    return {"model": codec, "model_bytes": None, "header_bytes": None, "side_bits": None}

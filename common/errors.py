@@ -6,6 +6,9 @@ class to an exit code; nothing else calls sys.exit.
 """
 
 
+INTERNAL_ERROR_EXIT_CODE = 70      # EX_SOFTWARE: an exception golfpack did not raise on purpose (a bug)
+
+
 class GolfpackError(Exception):
     """Base of every error golfpack raises on purpose."""
 
