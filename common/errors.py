@@ -90,6 +90,10 @@ class UnknownFormatError(SchemaError):
     """A tensor names a storage format that is not in packer.constants.TENSOR_FORMATS."""
 
 
+class ScaleError(FormatError):
+    """A tensor's stored scales are not finite (NaN or infinite): checked when the tensor is rebuilt."""
+
+
 class SectionTableError(FormatError):
     """The section table does not tile the payload exactly (gap, overlap, out of range, unaccounted bytes)."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import FormatError, QuantError
+from common.errors import FormatError, QuantError, ScaleError
 from packer import constants as C
 from quant import primitives as P
 
@@ -136,13 +136,13 @@ class FloatFormat(TensorFormat):
 
 
 def _check_scales(scales: np.ndarray, fmt: str) -> None:
-    """FormatError when a stored scale is NaN or infinite (a hostile file; no encoder writes one)."""
+    """ScaleError when a stored scale is NaN or infinite (a hostile file; no encoder writes one)."""
     bad = ~np.isfinite(np.asarray(scales, dtype=np.float32))
     if bad.any():
         at = tuple(int(i) for i in np.argwhere(bad)[0])
         value = float(np.asarray(scales, dtype=np.float32)[at])
-        raise FormatError(f"format {fmt}: scale {list(at)} is {value} ({int(bad.sum())} of {bad.size} scales are "
-                          f"not finite); the file is damaged or crafted")
+        raise ScaleError(f"format {fmt}: scale {list(at)} is {value} ({int(bad.sum())} of {bad.size} scales are "
+                         f"not finite); the file is damaged or crafted")
 
 
 class IntFormat(TensorFormat):

@@ -27,6 +27,8 @@ def artifact_tensors(art: Artifact) -> dict[str, np.ndarray]:
         arrays = {role: art.array(sec) for role, sec in t["sections"].items()}
         try:
             out[t["name"]] = formats.decode(t["format"], arrays, tuple(t["shape"]))
+        except FormatError as exc:                   # the format's own check: the same class, with the tensor named
+            raise type(exc)(f"{art.source}: tensor {t['name']!r} ({t['format']}): {exc}") from None
         except (KeyError, ValueError) as exc:
             raise FormatError(f"{art.source}: tensor {t['name']!r} ({t['format']}) cannot be rebuilt from its "
                               f"sections {sorted(t['sections'])}: {exc}") from None

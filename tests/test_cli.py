@@ -87,3 +87,47 @@ def test_corrupt_and_foreign_files_give_one_line_errors(workdir, trained, small_
     assert "golfpack: error:" in res.stderr
     res = run(["audit", str(small_tokenizer.path)], code=5)
     assert "not a golfpack artifact" in res.stderr
+
+
+NOISY = r'''
+import logging, sys, warnings
+import click
+import cli
+
+@cli.main.command()
+def noisy():
+    logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward from kernels")
+    warnings.warn("a third-party deprecation", DeprecationWarning)
+    warnings.warn("a third-party user warning")
+    click.echo("golfpack's own line", err=True)
+
+cli.main(sys.argv[1:])
+'''
+
+
+def test_dependency_noise_only_with_debug(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    quiet = subprocess.run([sys.executable, "-c", NOISY, "noisy"], cwd=root, capture_output=True, text=True, check=False)
+    assert quiet.returncode == 0 and quiet.stderr == "golfpack's own line\n"
+    loud = subprocess.run([sys.executable, "-c", NOISY, "--debug", "noisy"], cwd=root, capture_output=True, text=True,
+                          check=False)
+    assert "gemm_4bit_forward" in loud.stderr and "third-party user warning" in loud.stderr
+
+
+def test_version_and_internal_errors_are_one_line(monkeypatch, tmp_path):
+    from common import __version__
+
+    res = CliRunner().invoke(main, ["--version"])
+    assert res.exit_code == 0 and res.stdout.strip() == f"golfpack, version {__version__}"
+    import packer.audit
+
+    monkeypatch.setattr(packer.audit, "read_artifact", lambda p: 1 / 0)
+    monkeypatch.setattr("cli.audit_file", lambda *a: 1 / 0)
+    res = CliRunner().invoke(main, ["audit", str(tmp_path / "x.gpk")])
+    assert res.exit_code == 70 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == ("golfpack: internal error: ZeroDivisionError: division by zero; rerun with --debug "
+                                  "for the traceback")

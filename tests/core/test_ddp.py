@@ -105,6 +105,7 @@ def rank_reports(root: Path) -> tuple[dict, dict]:
     return (json.loads((root / "rank0.json").read_text()), json.loads((root / "rank1.json").read_text()))
 
 
+@pytest.mark.slow
 def test_two_ranks_agree_and_only_rank0_writes(two_ranks):
     r0, r1 = rank_reports(two_ranks)
     a, b = r0["steps"], r1["steps"]
@@ -122,6 +123,7 @@ def test_two_ranks_agree_and_only_rank0_writes(two_ranks):
     assert "train" not in logs["1/stderr.log"] and logs["1/stdout.log"] == ""
 
 
+@pytest.mark.slow
 def test_wallclock_cap_stops_all_ranks_on_the_same_step(two_ranks):
     r0, r1 = rank_reports(two_ranks)
     a, b = r0["wall"], r1["wall"]
@@ -130,6 +132,7 @@ def test_wallclock_cap_stops_all_ranks_on_the_same_step(two_ranks):
     assert a["val_loss"] == b["val_loss"]
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process(two_ranks, data_dir, small_tokenizer, tmp_path):
     threads = torch.get_num_threads()
     try:
@@ -190,6 +193,7 @@ def test_single_process_session_needs_no_process_group():
         assert torch.equal(t, torch.ones(3)) and ctx.agree_max(2.5) == 2.5
 
 
+@pytest.mark.slow
 def test_error_inside_a_session_tears_the_process_group_down(two_ranks):
     for report in rank_reports(two_ranks):
         assert "split evenly over 2 ranks" in report["error"] and report["torn_down"] is True

@@ -109,7 +109,10 @@ def test_budget_met_exactly_is_accepted_and_one_byte_less_is_refused(ckpt, packe
     old = out.read_bytes()
     res = cli(["pack", ckpt, "-o", out, "--budget-bytes", total - 1, "--no-fill"])
     assert res.exit_code == BudgetError.exit_code, res.output
-    assert f"budget {total - 1} B by 1 B" in res.output      # the message contract: the excess, exactly
+    # the message contract: the excess, exactly (the budget's own digits, brotli-compressed in the manifest, can
+    # move the artifact's size by a few bytes, so the excess is that pack's real total minus the budget)
+    got = re.search(rf"= (\d+) B, over the budget {total - 1} B by (\d+) B", res.output)
+    assert got and int(got.group(1)) >= total and int(got.group(2)) == int(got.group(1)) - (total - 1)
     top = min((t for t in audit["tensors"] if t["bytes"]), key=lambda t: (-t["bytes"], t["name"]))
     assert f"largest tensors (stored bytes): {top['name']} {top['bytes']} B" in res.output
     assert out.read_bytes() == old and temp_files_for(out) == []
@@ -183,6 +186,7 @@ main(["pack", ckpt, "-o", out])
 '''
 
 
+@pytest.mark.slow
 def test_interrupted_pack_leaves_no_partial_artifact(ckpt, packed, tmp_path):
     full = len(packed["bytes"])
     cases = [("write", signal.SIGKILL, True), ("fsync", signal.SIGINT, False)]
@@ -222,10 +226,14 @@ def test_interrupted_pack_leaves_no_partial_artifact(ckpt, packed, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    out = runs[0][3]                      # a later pack over the same path works despite a leftover temp
-    res = cli(["pack", ckpt, "-o", out])
-    assert res.exit_code == 0, res.output
-    assert out.read_bytes() == packed["bytes"]
+    out = runs[0][3]                      # a later pack (a new process) over the same path removes the leftover
+    left = temp_files_for(out)
+    assert len(left) == 1
+    again = subprocess.run([sys.executable, "-m", "cli", "pack", str(ckpt), "-o", str(out)], cwd=ROOT, check=False,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == packed["bytes"] and temp_files_for(out) == []
+    assert f"removed 1 stale temporary file(s) left by an interrupted write to {out}: {left[0].name}" in again.stderr
 
 
 DETERMINISM_CHILD = r'''
@@ -236,6 +244,7 @@ main(["pack", sys.argv[1], "-o", sys.argv[2]])
 '''
 
 
+@pytest.mark.slow
 def test_identical_bytes_across_processes_hash_seeds_and_threads(ckpt, packed, tmp_path):
     procs = []
     for seed, threads in (("1", "1"), ("4242", "2")):
