@@ -23,14 +23,12 @@ from core.tokenizer import Tokenizer
 from core.train import TrainConfig
 from core.train_job import format_train, run_train, train_configs, train_report
 from packer.audit import audit_file, format_audit
-from packer.audit_plot import plot_audit
 from quant.calibrate import CalibConfig
 from quant.options import PackOptions
 from quant.pack_job import PackRequest, format_pack, pack_job, pack_report
 from quant.planner import PlannerConfig, read_plan
 from verify.experiment import ExperimentOptions, run_experiment
 from verify.job import VerifyRequest, verify_job
-from verify.plot import plot_experiment
 from verify.report import demo_summary, format_demo_summary, format_experiment, format_verify
 from verify.submission import export_job, format_export
 from verify.unpack import format_unpack, unpack_job
@@ -86,6 +84,8 @@ def opt(*decls, help: str = "", **kw):
 
 PATH = click.Path(path_type=Path)
 json_option = opt("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+writes = options(json_option, opt("--force", is_flag=True, help="Replace an existing output golfpack did not "
+                                                               "write (never an input of the run)."))
 data_options = options(
     opt("--data", type=PATH, multiple=True, required=True,
         help="Shard file, folder of shards (its *_val_*.bin are scored), or text files (repeatable)."),
@@ -148,11 +148,11 @@ train_options = options(
 @opt("--out", type=PATH, required=True, help="Output folder.")
 @opt("--name", default="model", help="Checkpoint file stem.")
 @train_options
-@json_option
-def train(data, tokenizer, out, name, as_json, **kw):
+@writes
+def train(data, tokenizer, out, name, as_json, force, **kw):
     """Train a recurrent core on token shards; save safetensors + JSON config."""
     kw["vocab_size"] = kw["vocab_size"] or Tokenizer.load(tokenizer).vocab_size
-    res = run_train(data, tokenizer, out, *train_configs(**kw), name=name)
+    res = run_train(data, tokenizer, out, *train_configs(**kw), name=name, force=force)
     if res.rank == 0:                  # under torchrun only rank 0 reports
         emit(rep := train_report(res), as_json, format_train(rep))
 
@@ -162,10 +162,10 @@ def train(data, tokenizer, out, name, as_json, **kw):
 @opt("-o", "--out", type=PATH, required=True, help="Checkpoint stem: writes STEM.safetensors, STEM.json.")
 @opt("--tokenizer", type=PATH, required=True, help="The SentencePiece model the checkpoint was trained with.")
 @pgolf_options
-@json_option
-def ingest(checkpoint, out, tokenizer, as_json, **kw):
+@writes
+def ingest(checkpoint, out, tokenizer, as_json, force, **kw):
     """Read a Parameter Golf checkpoint (.pt, .ptz, safetensors) into a golfpack checkpoint (family pgolf)."""
-    rep = ingest_job(checkpoint, out, tokenizer, pgolf_from(kw))
+    rep = ingest_job(checkpoint, out, tokenizer, pgolf_from(kw), force)
     emit(rep, as_json, format_ingest(rep))
 
 
@@ -201,10 +201,10 @@ pack_options = options(
 @pack_options
 @pgolf_options
 @route_options
-@json_option
+@writes
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, tokenizer, calib_data, calib_tokens, joint_tokens, sensitivity,
-         calib_seconds, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, **kw):
+         calib_seconds, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, force, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact under the budget."""
     opts = PackOptions.from_options(codec_list, embed_format=kw.pop("embed_format"), budget_bytes=budget_bytes,
                                     matrix_format=kw.pop("matrix_format"), control_format=kw.pop("control_format"),
@@ -216,7 +216,7 @@ def pack(ctx, checkpoint, out, budget_bytes, tokenizer, calib_data, calib_tokens
                       plan=read_plan(plan_file) if plan_file else None,
                       fill=fill if fill is not None else plan_file is None and budget_given, route=route_from(kw),
                       tokenizer=Tokenizer.load(tokenizer) if tokenizer else None, plan_out=plan_out,
-                      extra_inputs=tuple(p for p in (tokenizer, plan_file) if p))
+                      extra_inputs=tuple(p for p in (tokenizer, plan_file) if p), force=force)
     rep = pack_report(pack_job(load_source(checkpoint, pgolf_from(kw)), req), out)
     emit(rep, as_json, format_pack(rep))
 
@@ -224,10 +224,10 @@ def pack(ctx, checkpoint, out, budget_bytes, tokenizer, calib_data, calib_tokens
 @main.command()
 @click.argument("artifact", type=PATH)
 @opt("-o", "--out", type=PATH, required=True, help="Checkpoint stem: writes STEM.safetensors, STEM.json.")
-@json_option
-def unpack(artifact, out, as_json):
+@writes
+def unpack(artifact, out, as_json, force):
     """Write an artifact's dequantized weights as a golfpack checkpoint (safetensors + JSON), as verify runs them."""
-    rep = unpack_job(artifact, out)
+    rep = unpack_job(artifact, out, force)
     emit(rep, as_json, format_unpack(rep))
 
 
@@ -238,12 +238,10 @@ def unpack(artifact, out, as_json):
                                                              "runtime modules.")
 @opt("--budget-bytes", default=DEFAULT_BUDGET, help="The cap on artifact + counted code bytes (decimal).")
 @opt("--plot", type=PATH, help="Write the budget breakdown as a PNG chart.")
-@json_option
-def audit(artifact, code_files, budget_bytes, plot, as_json):
+@writes
+def audit(artifact, code_files, budget_bytes, plot, as_json, force):
     """Where every byte of an artifact went, and the headroom under the budget (exit 6 when over it)."""
-    rep = audit_file(artifact, list(code_files), budget_bytes)
-    if plot is not None:
-        rep["plot"] = str(plot_audit(rep, plot))
+    rep = audit_file(artifact, list(code_files), budget_bytes, plot, force)
     emit(rep, as_json, format_audit(rep))
     fail_over_budget(rep)
 
@@ -275,10 +273,10 @@ def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, po
 @opt("--name", default="text", help="Shard name prefix: NAME_SPLIT_000000.bin.")
 @opt("--split", default="val", help="The split the shards are named for (train or val).")
 @opt("--default-corpus", is_flag=True, help="Also the embedded corpus: its fixed train or val split.")
-@json_option
-def data(text, tokenizer, out, name, split, default_corpus, as_json):
+@writes
+def data(text, tokenizer, out, name, split, default_corpus, as_json, force):
     """Encode text (.txt, .raw, .jsonl[.gz] with a text field, folders) into Parameter Golf token shards."""
-    rep = data_job(list(text), tokenizer, out, name, split, default_corpus, progress=not as_json)
+    rep = data_job(list(text), tokenizer, out, name, split, default_corpus, progress=not as_json, force=force)
     emit(rep, as_json, f"wrote {len(rep['shards'])} shard(s), {rep['tokens']:,} tokens: {', '.join(rep['shards'])}")
 
 
@@ -286,10 +284,10 @@ def data(text, tokenizer, out, name, split, default_corpus, as_json):
 @click.argument("artifact", type=PATH)
 @opt("-o", "--out", type=PATH, required=True, help="Output folder.")
 @opt("--budget-bytes", default=DEFAULT_BUDGET, help="The cap on script + artifact bytes (decimal).")
-@json_option
-def export_submission(artifact, out, budget_bytes, as_json):
+@writes
+def export_submission(artifact, out, budget_bytes, as_json, force):
     """A self-contained submission: one self-extracting submission.py plus the artifact, in OUT."""
-    rep = export_job(artifact, out, budget_bytes)
+    rep = export_job(artifact, out, budget_bytes, force)
     emit(rep, as_json, format_export(rep))
     fail_over_budget(rep)
 
@@ -306,15 +304,13 @@ def export_submission(artifact, out, budget_bytes, as_json):
 @opt("--threads", default=1, help="Fixed torch thread count.")
 @opt("--bootstrap", "n_boot", default=2000, help="Bootstrap resamples of the paired intervals.")
 @opt("--plot", type=PATH, help="Write bpb vs time per token (PNG).")
-@json_option
+@writes
 def experiment(artifact, data, tokenizer, calib_data, fractions, signals, calib_tokens, time_tokens, time_repeats,
-               threads, n_boot, plot, as_json):
+               threads, n_boot, plot, as_json, force):
     """Does adaptive depth pay? Every routing policy on the full validation split, against uniform depth."""
     opts = ExperimentOptions.from_options(fractions, signals, calib_tokens=calib_tokens, time_tokens=time_tokens,
                                           time_repeats=time_repeats, threads=threads, n_boot=n_boot)
-    rep = run_experiment(artifact, list(data), tokenizer, opts, calib_data, progress=not as_json)
-    if plot is not None:
-        rep["meta"]["plot"] = str(plot_experiment(rep, plot))
+    rep = run_experiment(artifact, list(data), tokenizer, opts, calib_data, not as_json, plot, force)
     emit(rep, as_json, format_experiment(rep))
 
 

@@ -4,8 +4,10 @@ An existing file at the target is replaced only when the new one is complete and
 write leaves at most a hidden `.<name>.tmp-XXXXXXXX` file beside it (removed on any Python-level failure,
 KeyboardInterrupt included; a SIGKILL can leave one, never a partial target). The next write to the same
 target removes such leftovers — recognisably golfpack's (that exact name pattern, a regular file) and older
-than the running process — and says so on stderr. Also owns the check that an output does not name one of
-the inputs. Must not read or modify any input file.
+than the running process — and says so on stderr. Also owns the checks every command runs on its outputs
+before any work (`check_output`): never one of the run's inputs; never a file golfpack did not write (without
+--force: the caller says what its own outputs look like); a folder that exists and is writable. Must not read
+or modify any input file.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import UsageError
+from common.errors import OutputError
 
 TEMP_INFIX = ".tmp-"
 PROCESS_START = time.time()       # temporaries older than this are no running write's of ours
@@ -34,26 +37,60 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def refuse_same_path(out: Path, inputs: list[Path]) -> None:
-    """UsageError if `out` names the same file as any input (writing it would destroy the input)."""
+    """OutputError if `out` names the same file as any input (writing it would destroy the input)."""
     out = Path(out)
     for p in inputs:
         if p is not None and _same_file(Path(p), out):
-            raise UsageError(f"output {out} is the same file as input {p}; writing it would destroy the input. "
-                             f"Choose another output path")
+            raise OutputError(f"output {out} is the same file as input {p}; writing it would destroy the input. "
+                              f"Choose another output path")
 
 
-def check_output(path: Path, inputs: list[Path]) -> None:
-    """The cheap checks before any work: `path` names none of the inputs, is not a folder, and its folder
-    exists and is writable (UsageError saying which)."""
+def head_bytes(path: Path, n: int = 64) -> bytes:
+    """The first n bytes of a regular file (b"" if it cannot be read): what `ours` recognisers look at."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def check_output(path: Path, inputs: list[Path], force: bool = False, ours: Callable[[Path], bool] | None = None,
+                 what: str = "a golfpack output") -> None:
+    """The cheap checks before any work, OutputError saying which fails: `path` names none of the inputs (never
+    overwritten, whatever --force says); it is not a folder; its folder exists and is writable; and an existing
+    file there is replaced only if `ours(path)` recognises it as `what` this command writes, or with --force."""
     path = Path(path)
     refuse_same_path(path, inputs)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise UsageError(f"output folder {folder} does not exist; create it or choose another output path")
+        raise OutputError(f"output folder {folder} does not exist; create it or choose another output path")
     if path.is_dir():
-        raise UsageError(f"output {path} is a folder; give a file path")
+        raise OutputError(f"output {path} is a folder; give a file path")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {folder} is not writable; choose another output path")
+        raise OutputError(f"output folder {folder} is not writable; choose another output path")
+    if (path.exists() or path.is_symlink()) and not force and not (ours is not None and ours(path)):
+        raise OutputError(f"output {path} exists and is not {what}; golfpack replaces only its own outputs. "
+                          f"Pass --force to replace it, or choose another output path")
+
+
+def ensure_folder(folder: Path) -> Path:
+    """An output folder (--out DIR), created with its parents if missing; OutputError if it cannot be one."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output folder {folder} is a file; give a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {folder} is not writable; choose another output path")
+    return folder
+
+
+def looks_like_png_we_wrote(path: Path) -> bool:
+    """A PNG whose header chunks carry golfpack's Software tag (every chart golfpack writes has one)."""
+    head = head_bytes(path, 256)
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00golfpack" in head
 
 
 def temp_files_for(path: Path) -> list[Path]:
@@ -88,18 +125,18 @@ def remove_stale_temps(path: Path, older_than: float = PROCESS_START) -> list[Pa
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically and durably, or raise UsageError and leave `path` as it was."""
+    """Write `data` to `path` atomically and durably, or raise OutputError and leave `path` as it was."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise UsageError(f"output folder {folder} does not exist; create it or choose another output path")
+        raise OutputError(f"output folder {folder} does not exist; create it or choose another output path")
     if path.is_dir():
-        raise UsageError(f"output {path} is a folder; give a file path")
+        raise OutputError(f"output {path} is a folder; give a file path")
     remove_stale_temps(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_INFIX}", dir=folder)
     except OSError as exc:
-        raise UsageError(f"cannot create a temporary file in {folder}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot create a temporary file in {folder}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -113,8 +150,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}; the previous file there, if any, "
-                             f"is untouched") from None
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}; the previous file there, if any, "
+                              f"is untouched") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)

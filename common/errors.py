@@ -1,12 +1,22 @@
-"""golfpack's one error hierarchy, rooted at GolfpackError.
+"""golfpack's one error hierarchy, rooted at GolfpackError, and the exit code of each class.
 
-Lives in `packer` because `packer` imports nothing else of ours, so every package can depend on it.
-Messages name the file, section, tensor, field or offset at fault and say what to do. `cli.py` maps each
-class to an exit code; nothing else calls sys.exit.
+Lives in `common`, which imports nothing else of ours, so every package can depend on it. Messages name the
+file, section, tensor, option or offset at fault and say what to do. Each top-level class has its own exit
+code (README "Exit codes"); `cli.py` maps errors to them, and nothing else calls sys.exit.
 """
 
 
 INTERNAL_ERROR_EXIT_CODE = 70      # EX_SOFTWARE: an exception golfpack did not raise on purpose (a bug)
+
+
+FLAG_ALIASES = {"n_passes": "--passes", "n_blocks": "--blocks", "menu": "--formats", "codec": "--codecs",
+                "max_measured_seconds": "--calib-seconds", "n_boot": "--bootstrap", "fraction": "--route-fraction",
+                "signal": "--route-signal", "cap": "--route-cap"}
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a request dataclass field, for messages: budget_bytes -> --budget-bytes."""
+    return FLAG_ALIASES.get(field, "--" + field.replace("_", "-"))
 
 
 class GolfpackError(Exception):
@@ -21,10 +31,22 @@ class UsageError(GolfpackError):
     exit_code = 2
 
 
-class ConfigError(GolfpackError):
-    """A configuration dataclass was given an invalid value."""
+class ConfigError(UsageError):
+    """A configuration dataclass was given an invalid value (named by its command-line flag)."""
 
-    exit_code = 2
+
+class MismatchError(GolfpackError):
+    """Inputs that do not belong together: a tokenizer, data or model code that is not the one an artifact or
+    checkpoint was made with."""
+
+    exit_code = 8
+
+
+class OutputError(GolfpackError):
+    """An output the command may not write: an input of the run, a file golfpack did not write (without
+    --force), a folder, or a place that does not exist or is not writable. Checked before any work."""
+
+    exit_code = 9
 
 
 class DataError(GolfpackError):

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from common.atomic import write_bytes_atomic
+from common.atomic import check_output, write_bytes_atomic
 from common.errors import CheckpointError, ConfigError
 from core.config import ModelConfig
 from core.families import config_from_dict
@@ -34,6 +34,26 @@ def checkpoint_paths(path: Path) -> tuple[Path, Path]:
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """Whether `path` is one file of a golfpack checkpoint: a JSON whose `format` says so, or a .safetensors file
+    with such a JSON beside it (what commands that write checkpoints may replace without --force)."""
+    js_path = checkpoint_paths(Path(path))[1]
+    if Path(path).suffix not in (".json", ".safetensors") or not js_path.is_file():
+        return False
+    try:
+        return json.loads(js_path.read_text(encoding="utf-8")).get("format") == "golfpack-checkpoint"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_checkpoint_outputs(path: Path, inputs: list[Path], force: bool = False) -> tuple[Path, Path]:
+    """The (safetensors, json) a checkpoint written at `path` takes, checked before any work (common.atomic)."""
+    st_path, js_path = checkpoint_paths(Path(path))
+    for out in (st_path, js_path):
+        check_output(out, inputs, force, is_checkpoint_file, "a golfpack checkpoint file")
+    return st_path, js_path
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: ModelConfig, meta: dict,

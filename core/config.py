@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from common.errors import ConfigError
+from common.errors import ConfigError, flag
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         def need(cond: bool, field: str, why: str) -> None:
             if not cond:
-                raise ConfigError(f"ModelConfig.{field}={getattr(self, field)!r}: {why}")
+                raise ConfigError(f"{flag(field)} {getattr(self, field)!r}: {why}")
 
         for name in ("vocab_size", "d_model", "n_heads", "n_kv_heads", "mlp_mult", "n_passes", "n_blocks",
                      "seq_len"):

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.atomic import write_bytes_atomic
+from common.atomic import ensure_folder, write_bytes_atomic
 from common.errors import DataError, GolfpackError, UsageError
 from core.corpus import Document, default_corpus, load_text_documents, split_documents
-from core.shards import encode_documents, read_shard, shard_name, write_split
+from core.shards import check_split_outputs, encode_documents, read_shard, shard_name, write_split
 from core.tokenizer import Tokenizer, train_tokenizer
 
 STAMP_VERSION = 1
@@ -167,9 +167,14 @@ def prepare_text_data(paths: list[Path], tokenizer_path: Path, out_dir: Path, na
 
 
 def data_job(text: list[Path], tokenizer_path: Path, out_dir: Path, name: str, split: str = "val",
-             default_corpus: bool = False, progress: bool = True) -> dict:
+             default_corpus: bool = False, progress: bool = True, force: bool = False) -> dict:
     """The `data` command: text files (and, with default_corpus, the embedded corpus's train or val split)
-    encoded into Parameter Golf shards; returns the report."""
+    encoded into Parameter Golf shards; returns the report. Inputs and outputs are checked before any work."""
+    for path in [*text, tokenizer_path]:
+        if not Path(path).exists():
+            raise UsageError(f"input {path} does not exist")
+    _check_name(name)
+    check_split_outputs(ensure_folder(out_dir), name, split, [*text, tokenizer_path], force)
     docs = None
     if default_corpus:
         if split not in ("train", "val"):

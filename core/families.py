@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from common.errors import ConfigError
+from common.errors import CheckpointError, ConfigError
 from core.config import ModelConfig
 from core.model import RecurrentLM
 from core.pgolf_model import PGolfConfig, PGolfGPT
@@ -80,9 +80,26 @@ def config_from_dict(name: str, data: dict):
     return family(name).config_class.from_dict(data)
 
 
-def build_model(name: str, cfg, state_dict: dict) -> nn.Module:
-    """A model of the family with `state_dict` loaded strictly, in eval mode."""
+def check_state(model: nn.Module, state_dict: dict, where: str) -> None:
+    """CheckpointError unless `state_dict` has exactly the model's tensor names and shapes: the missing and
+    unexpected names and the first shape mismatches are listed (never torch's multi-line load error)."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(getattr(v, "shape", ())) for k, v in state_dict.items()}
+    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    shapes = [f"{k} is {list(got[k])}, the config implies {list(want[k])}" for k in sorted(want)
+              if k in got and got[k] != want[k]]
+    if missing or unexpected or shapes:
+        parts = ([f"missing {len(missing)} tensor(s) {missing[:5]}"] if missing else []) + \
+                ([f"unexpected {len(unexpected)} tensor(s) {unexpected[:5]}"] if unexpected else []) + \
+                ([f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}"] if shapes else [])
+        raise CheckpointError(f"{where}: the tensors do not match the model its config describes: "
+                              f"{', '.join(parts)}; the checkpoint and its config do not belong together")
+
+
+def build_model(name: str, cfg, state_dict: dict, where: str = "checkpoint") -> nn.Module:
+    """A model of the family with `state_dict` loaded strictly (checked first: CheckpointError), in eval mode."""
     model = family(name).model_class(cfg)
+    check_state(model, state_dict, where)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 

@@ -60,7 +60,8 @@ def detect_format(head: bytes, size_bytes: int) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -219,4 +220,4 @@ def load_state_dict_file(path: Path, *, max_decompressed_bytes: int = DEFAULT_MA
         notes.update(ptz_notes)
         return IngestedCheckpoint(tensors=tensors, source_format=fmt,
                                   source_sha256=hashlib.sha256(compressed).hexdigest(), notes=notes)
-    return IngestedCheckpoint(tensors=tensors, source_format=fmt, source_sha256=_sha256(path), notes=notes)
+    return IngestedCheckpoint(tensors=tensors, source_format=fmt, source_sha256=file_sha256(path), notes=notes)

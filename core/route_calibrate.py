@@ -55,12 +55,12 @@ class RouteOptions:
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction < 1:
-            raise ConfigError(f"RouteOptions.fraction={self.fraction}: must be in (0, 1)")
+            raise ConfigError(f"--route-fraction {self.fraction}: must be in (0, 1)")
         if self.signal != "auto" and self.signal not in LEGAL_SIGNALS:
-            raise ConfigError(f"RouteOptions.signal={self.signal!r}: use 'auto' or one of {list(LEGAL_SIGNALS)} "
+            raise ConfigError(f"--route-signal {self.signal!r}: use 'auto' or one of {list(LEGAL_SIGNALS)} "
                               f"(oracles read the target and can never be packed)")
         if self.cap is not None and not self.fraction <= self.cap <= 1:
-            raise ConfigError(f"RouteOptions.cap={self.cap}: must be in [fraction={self.fraction}, 1]")
+            raise ConfigError(f"--route-cap {self.cap}: must be in [--route-fraction {self.fraction}, 1]")
         if self.calib_tokens is not None and self.calib_tokens < 2 * 8 * 16:
             raise ConfigError(f"--route-calib-tokens {self.calib_tokens}: too few to calibrate on (at least 256)")
         if self.batch_size <= 0 or self.ridge < 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import write_bytes_atomic
+from common.atomic import check_output, head_bytes, write_bytes_atomic
 from common.errors import DataError, ShardError
 from core.corpus import Document
 from core.tokenizer import Tokenizer
@@ -28,6 +28,12 @@ def _header(num_tokens: int) -> bytes:
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, num_tokens
     return header.tobytes()
+
+
+def is_shard_file(path: Path) -> bool:
+    """Whether `path` starts like a Parameter Golf token shard (its header's magic and version)."""
+    head = head_bytes(path, 8)
+    return len(head) == 8 and tuple(np.frombuffer(head, "<i4")) == (SHARD_MAGIC, SHARD_VERSION)
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> None:
@@ -134,9 +140,18 @@ def write_split(tokens: np.ndarray, out_dir: Path, name: str, split: str,
         paths.append(path)
     for stale in sorted(out_dir.glob(f"{name}_{split}_*.bin")):
         suffix = stale.name[len(f"{name}_{split}_") : -len(".bin")]
-        if len(suffix) == 6 and suffix.isdigit() and int(suffix) >= len(paths):
+        if len(suffix) == 6 and suffix.isdigit() and int(suffix) >= len(paths) and is_shard_file(stale):
             stale.unlink()
     return paths
+
+
+def check_split_outputs(out_dir: Path, name: str, split: str, inputs: list[Path], force: bool = False) -> None:
+    """Before any work: the shards `write_split` would write (or replace) in `out_dir` may be written — the
+    folder exists and is writable, and every existing `<name>_<split>_NNNNNN.bin` there is a shard (or --force)."""
+    out_dir = Path(out_dir)
+    first = out_dir / shard_name(name, split, 0)
+    for path in [first, *sorted(p for p in out_dir.glob(f"{name}_{split}_*.bin") if p != first)]:
+        check_output(path, inputs, force, is_shard_file, "a Parameter Golf token shard")
 
 
 def document_starts(tokens: np.ndarray, bos_id: int) -> np.ndarray:

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 
-from common.atomic import refuse_same_path
-from common.errors import CheckpointError, ConfigError, UsageError
-from core.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from common.errors import CheckpointError, ConfigError, MismatchError, UsageError, flag
+from core.checkpoint import check_checkpoint_outputs, checkpoint_paths, load_checkpoint, save_checkpoint
 from core.families import Family, build_model, family
-from core.ingest import load_state_dict_file
+from core.ingest import file_sha256, load_state_dict_file
 from core.pgolf_model import PGolfConfig, infer_pgolf_config
 from core.tokenizer import Tokenizer
 
@@ -39,11 +38,11 @@ class PGolfOptions:
     def __post_init__(self) -> None:
         power = self.mlp_power
         if power is not None and (not isinstance(power, int) or isinstance(power, bool) or power < 1):
-            raise ConfigError(f"PGolfOptions.mlp_power={self.mlp_power!r}: must be a positive integer")
+            raise ConfigError(f"--mlp-power {self.mlp_power!r}: must be a positive integer")
         for name in ("rope_base", "softcap"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
-                raise ConfigError(f"PGolfOptions.{name}={v!r}: must be a positive finite number")
+                raise ConfigError(f"{flag(name)} {v!r}: must be a positive finite number")
 
     def given(self) -> dict:
         return {k: getattr(self, k) for k in PGOLF_DEFAULTS if getattr(self, k) is not None}
@@ -73,7 +72,7 @@ class ModelSource:
     paths: tuple[Path, ...] = ()
 
     def model(self) -> torch.nn.Module:
-        return build_model(self.family, self.config, self.tensors)
+        return build_model(self.family, self.config, self.tensors, self.provenance.get("file", "checkpoint"))
 
     @property
     def family_hooks(self) -> Family:
@@ -89,11 +88,11 @@ class ModelSource:
                                  f"SentencePiece model it was trained with (Parameter Golf: fineweb_1024_bpe.model)")
             return self.tokenizer_sha256
         if self.tokenizer_sha256 is not None and self.tokenizer_sha256 != tokenizer.sha256:
-            raise UsageError(f"{where} was made with tokenizer sha256 {self.tokenizer_sha256[:12]}…, but "
-                             f"--tokenizer {tokenizer.path} is {tokenizer.sha256[:12]}…; pass the matching one")
+            raise MismatchError(f"{where} was made with tokenizer sha256 {self.tokenizer_sha256[:12]}…, but "
+                                f"--tokenizer {tokenizer.path} is {tokenizer.sha256[:12]}…; pass the matching one")
         if tokenizer.vocab_size > self.config.vocab_size:
-            raise UsageError(f"--tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but {where} embeds "
-                             f"only {self.config.vocab_size}; it was not trained with this tokenizer")
+            raise MismatchError(f"--tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but {where} embeds "
+                                f"only {self.config.vocab_size}; it was not trained with this tokenizer")
         return tokenizer.sha256
 
     def manifest_body(self, tokenizer_sha256: str | None) -> dict:
@@ -150,7 +149,11 @@ def load_source(path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS, fallback: PGo
             raise UsageError(f"{ckpt.path} is a {ckpt.family!r} checkpoint; --mlp-power, --rope-base and "
                              f"--softcap apply to Parameter Golf checkpoints only")
         tensors = {k: v.float() for k, v in ckpt.tensors.items()}
-        prov = {"kind": "golfpack-checkpoint", "file": str(ckpt.path), **ckpt.meta.get("source", {})}
+        # where the weights came from: a foreign file it was ingested from (its format and hash), else this
+        # checkpoint's own tensors (the hash of its .safetensors file), so artifacts name their source
+        own = {"format": "golfpack", "sha256": file_sha256(ckpt.path)}
+        source = ckpt.meta.get("source") if isinstance(ckpt.meta.get("source"), dict) else own
+        prov = {**source, "kind": "golfpack-checkpoint", "file": str(ckpt.path)}
         return ModelSource(ckpt.family, ckpt.config, tensors, ckpt.meta.get("tokenizer_sha256"), prov, ckpt.meta,
                            (path, *checkpoint_paths(path)))
     ing = load_state_dict_file(path)
@@ -161,18 +164,16 @@ def load_source(path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS, fallback: PGo
 
 
 def ingest_to_checkpoint(path: Path, out_stem: Path, tokenizer: Tokenizer,
-                         opts: PGolfOptions = NO_PGOLF_OPTIONS) -> tuple[ModelSource, Path, Path]:
+                         opts: PGolfOptions = NO_PGOLF_OPTIONS, force: bool = False) -> tuple[ModelSource, Path, Path]:
     """Write a foreign checkpoint as `<out_stem>.safetensors` + `.json` (family pgolf, tokenizer recorded)."""
     path, out_stem = Path(path), Path(out_stem)
-    st_path, js_path = checkpoint_paths(out_stem)
-    for out in (st_path, js_path):
-        refuse_same_path(out, [path])
+    st_path, js_path = check_checkpoint_outputs(out_stem, [path, tokenizer.path], force)
     if is_golfpack_checkpoint(path):
         raise UsageError(f"{path} is already a golfpack checkpoint ({checkpoint_paths(path)[1]} is beside it); "
                          f"every command takes it as it is")
     src = load_source(path, opts)
     if tokenizer.vocab_size > src.config.vocab_size:
-        raise UsageError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but {path} embeds only "
+        raise MismatchError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but {path} embeds only "
                          f"{src.config.vocab_size}; it was not trained with this tokenizer")
     model = src.model()
     source = {k: src.provenance[k] for k in ("format", "sha256")}
@@ -184,10 +185,11 @@ def ingest_to_checkpoint(path: Path, out_stem: Path, tokenizer: Tokenizer,
                        (st_path, js_path)), st_path, js_path
 
 
-def ingest_job(path: Path, out_stem: Path, tokenizer_path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS) -> dict:
+def ingest_job(path: Path, out_stem: Path, tokenizer_path: Path, opts: PGolfOptions = NO_PGOLF_OPTIONS,
+               force: bool = False) -> dict:
     """The `ingest` command: a foreign Parameter Golf checkpoint written as a golfpack checkpoint; the report."""
     tok = Tokenizer.load(tokenizer_path)
-    src, st_path, js_path = ingest_to_checkpoint(path, out_stem, tok, opts)
+    src, st_path, js_path = ingest_to_checkpoint(path, out_stem, tok, opts, force)
     return {"checkpoint": str(st_path), "config": str(js_path), "family": "pgolf", "model": src.config.to_dict(),
             "params": sum(t.numel() for t in src.tensors.values()), "source": src.provenance,
             "tokenizer_sha256": tok.sha256}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError, flag
 from common.progress import Progress
 from core.bpb import bits_per_byte, target_byte_counts
 from core.config import ModelConfig
@@ -60,21 +60,21 @@ class TrainConfig:
         if self.steps is None and self.train_seconds is None and self.max_wallclock_seconds is None:
             raise ConfigError("give steps, train_seconds or max_wallclock_seconds")
         if self.max_wallclock_seconds is not None and self.max_wallclock_seconds <= 0:
-            raise ConfigError(f"TrainConfig.max_wallclock_seconds={self.max_wallclock_seconds}: must be "
+            raise ConfigError(f"--max-wallclock-seconds {self.max_wallclock_seconds}: must be "
                               "positive")
         if not isinstance(self.holdout_tokens, int) or self.holdout_tokens < 0:
-            raise ConfigError(f"TrainConfig.holdout_tokens={self.holdout_tokens!r}: must be an integer >= 0")
+            raise ConfigError(f"--holdout-tokens {self.holdout_tokens!r}: must be an integer >= 0")
         if self.batch_tokens is not None and self.batch_tokens <= 0:
-            raise ConfigError(f"TrainConfig.batch_tokens={self.batch_tokens}: must be positive")
+            raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be positive")
         if self.device not in DEVICE_CHOICES:
-            raise ConfigError(f"TrainConfig.device={self.device!r}: must be one of {list(DEVICE_CHOICES)}")
+            raise ConfigError(f"--device {self.device!r}: must be one of {list(DEVICE_CHOICES)}")
         if self.steps is not None and self.steps <= 0:
-            raise ConfigError(f"TrainConfig.steps={self.steps}: must be positive")
+            raise ConfigError(f"--steps {self.steps}: must be positive")
         if self.train_seconds is not None and self.train_seconds <= 0:
-            raise ConfigError(f"TrainConfig.train_seconds={self.train_seconds}: must be positive")
+            raise ConfigError(f"--train-seconds {self.train_seconds}: must be positive")
         for name in ("batch_size", "eval_every", "eval_tokens"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)}: must be positive")
+                raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be positive")
         if not (self.lr > 0 and 0 <= self.min_lr_frac <= 1 and self.grad_clip > 0 and self.warmup_steps >= 0):
             raise ConfigError("TrainConfig: lr and grad_clip must be positive, min_lr_frac in [0, 1], "
                               "warmup_steps >= 0")
@@ -85,7 +85,7 @@ class TrainConfig:
             seqs = self.batch_size
         elif self.batch_tokens % seq_len:
             near = max(1, self.batch_tokens // seq_len) * seq_len
-            raise ConfigError(f"TrainConfig.batch_tokens={self.batch_tokens} is not a multiple of "
+            raise ConfigError(f"--batch-tokens {self.batch_tokens} is not a multiple of "
                               f"seq_len={seq_len}; use a multiple such as {near}")
         else:
             seqs = self.batch_tokens // seq_len
@@ -192,7 +192,7 @@ def compute_loss(model: RecurrentLM, x: torch.Tensor, y: torch.Tensor, cfg: Trai
         logits = model(x)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
     if model.cfg.extra_passes < 1:
-        raise ConfigError("TrainConfig.two_exit needs a model with extra_passes >= 1 (parameters for pass K+1)")
+        raise ConfigError("--two-exit needs a model with extra_passes >= 1 (parameters for pass K+1)")
     ex = model.forward_exits(x)
     logits1 = model.extra_pass(ex.h_k)
     y = y.reshape(-1)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.atomic import ensure_folder
 from common.errors import ConfigError, UsageError
-from core.checkpoint import save_checkpoint
+from core.checkpoint import check_checkpoint_outputs, save_checkpoint
 from core.config import ModelConfig
 from core.distributed import distributed_session
 from core.shards import find_shards, load_tokens
@@ -55,7 +56,10 @@ def train_configs(*, vocab_size: int, d_model: int, n_heads: int, n_kv_heads: in
 
 
 def run_train(data: Path, tokenizer_path: Path, out: Path, model_cfg: ModelConfig, cfg: TrainConfig,
-              name: str = "model", progress: bool = True) -> TrainJobResult:
+              name: str = "model", progress: bool = True, force: bool = False) -> TrainJobResult:
+    """Train and save `<out>/<name>.safetensors` + `.json`; the outputs are checked before training starts."""
+    shards = [*find_shards(Path(data), "train"), *find_shards(Path(data), "val")]
+    check_checkpoint_outputs(ensure_folder(out) / name, [*shards, Path(tokenizer_path)], force)
     with distributed_session(cfg.device) as ctx:
         tok = Tokenizer.load(tokenizer_path)
         if tok.vocab_size != model_cfg.vocab_size:
@@ -73,9 +77,7 @@ def run_train(data: Path, tokenizer_path: Path, out: Path, model_cfg: ModelConfi
                     "seconds": round(result.seconds, 3), "tokens_seen": result.tokens_seen,
                     "world_size": ctx.world_size, "device": str(ctx.device),
                     "val_loss": val_loss, "val_bpb": val_bpb}
-            out = Path(out)
-            out.mkdir(parents=True, exist_ok=True)
-            path = save_checkpoint(out / name, result.model, model_cfg, meta)
+            path = save_checkpoint(Path(out) / name, result.model, model_cfg, meta)
         return TrainJobResult(path, result.steps, result.seconds, result.tokens_seen,
                               result.model.num_parameters(), val_loss, val_bpb, ctx.rank, ctx.world_size,
                               str(ctx.device), result.history)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from common.atomic import check_output, looks_like_png_we_wrote
 from packer.code_bytes import CodeCount, count_code
 from packer.entropy.codec import describe_section
 from packer.entropy.models import order0_entropy_bits
@@ -92,10 +93,18 @@ def _code_statistics(art: Artifact, entry: dict, params: int) -> dict:
     return {"entropy_bits_per_param": entropy, "model_bytes": sum(known) if known else None}
 
 
-def audit_file(path: Path, code_files: list[Path] | None, budget_bytes: int) -> dict:
+def audit_file(path: Path, code_files: list[Path] | None, budget_bytes: int, plot: Path | None = None,
+               force: bool = False) -> dict:
     """The audit job: read and validate the artifact at `path`, count the code (named files, or golfpack's
-    runtime modules), and audit both against the budget."""
-    return audit_artifact(read_artifact(path), count_code(code_files or None), budget_bytes)
+    runtime modules), audit both against the budget, and draw the chart to `plot` (checked first)."""
+    if plot is not None:
+        check_output(plot, [Path(path), *(code_files or [])], force, looks_like_png_we_wrote, "a golfpack chart")
+    rep = audit_artifact(read_artifact(path), count_code(code_files or None), budget_bytes)
+    if plot is not None:
+        from packer.audit_plot import plot_audit  # matplotlib only when a chart is asked for
+
+        rep["plot"] = str(plot_audit(rep, plot))
+    return rep
 
 
 def format_audit(rep: dict) -> str:

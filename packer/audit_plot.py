@@ -52,7 +52,7 @@ def plot_audit(rep: dict, path: Path) -> Path:
     ax2.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": "golfpack"})
     plt.close(fig)
     write_bytes_atomic(Path(path), buf.getvalue())
     return Path(path)

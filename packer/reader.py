@@ -127,6 +127,15 @@ class Artifact:
         return np.frombuffer(raw, dtype=np_dtype).reshape(shape)
 
 
+def looks_like_artifact(path: Path) -> bool:
+    """Whether the file at `path` starts with the artifact magic (what pack may replace without --force)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(C.MAGIC)) == C.MAGIC
+    except OSError:
+        return False
+
+
 def read_artifact(source: Path | bytes) -> Artifact:
     """Read and validate an artifact from a path (a regular file) or from bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):

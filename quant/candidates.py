@@ -173,6 +173,17 @@ def estimated_bytes(enc: formats.Encoded) -> float:
     return total
 
 
+def smallest_bytes_estimate(w: np.ndarray, menu: tuple[str, ...]) -> float:
+    """About the fewest bytes any menu format stores w in: the format with the fewest nominal bits, rounded to
+    nearest (data-free, vectorised), sized by estimated_bytes. For failing an impossible budget in seconds,
+    before any calibration; the planner's real bytes decide everything else."""
+    usable = [formats.get(f) for f in menu if formats.get(f).applies(w)]
+    if not usable:
+        return float(np.asarray(w).size * 2)
+    fmt = min(usable, key=lambda f: (f.nominal_bits, f.group or 0))
+    return estimated_bytes(fmt.encode(w))
+
+
 def _pareto(items: list, key_bytes, key_err, slack: float = 1.0) -> list:
     """Items no other beats on both bytes (times slack) and error."""
     out, best_err = [], np.inf

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.errors import ConfigError, UsageError
+from common.errors import ConfigError, UsageError, flag
 from packer import codecs
 from packer import constants as C
 
@@ -34,21 +34,21 @@ class PackOptions:
     def __post_init__(self) -> None:
         for name in ("embed_format", "matrix_format", "control_format"):
             if getattr(self, name) not in C.TENSOR_FORMATS:
-                raise ConfigError(f"PackOptions.{name}={getattr(self, name)!r}: unknown format; known: "
+                raise ConfigError(f"{flag(name)} {getattr(self, name)!r}: unknown format; known: "
                                   f"{sorted(C.TENSOR_FORMATS)}")
         if not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"PackOptions.zstd_level={self.zstd_level}: must be 1..22")
         if self.budget_bytes <= 0:
-            raise ConfigError(f"PackOptions.budget_bytes={self.budget_bytes}: must be positive")
+            raise ConfigError(f"--budget-bytes {self.budget_bytes}: must be positive")
         if self.scale_method != "best" and self.scale_method not in C.SCALE_METHODS:
-            raise ConfigError(f"PackOptions.scale_method={self.scale_method!r}: must be 'best' or one of "
+            raise ConfigError(f"--scale-method {self.scale_method!r}: must be 'best' or one of "
                               f"{sorted(C.SCALE_METHODS)}")
         if self.sdclip_k is not None and not self.sdclip_k > 0:
             raise ConfigError(f"PackOptions.sdclip_k={self.sdclip_k}: must be positive")
         known = codecs.names()
         bad = [c for c in (self.codec, *self.extra_codecs) if c not in known]
         if bad:
-            raise ConfigError(f"PackOptions codec(s) {bad}: unknown; known: {known}")
+            raise ConfigError(f"--codecs: unknown codec(s) {bad}; known: {known}")
         if not 0 <= self.gptq_damp < 10 or self.gptq_block < 1:
             raise ConfigError(f"PackOptions.gptq_damp={self.gptq_damp}, gptq_block={self.gptq_block}: need "
                               f"0 <= damp < 10 and block >= 1")

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from common.atomic import check_output, refuse_same_path, write_bytes_atomic
-from common.errors import UsageError
+from common.errors import BudgetError, UsageError
 from core.route_calibrate import DEFAULT_ROUTE_TOKENS, RouteOptions
 from core.sources import ModelSource
 from core.tokenizer import Tokenizer
+from packer import constants as C
 from packer.audit import format_routing
-from packer.code_bytes import CodeCount
-from packer.reader import parse_artifact
+from packer.code_bytes import CodeCount, count_code
+from packer.reader import looks_like_artifact, parse_artifact
 from packer.writer import write_artifact
 from quant.assemble import PackResult
 from quant.calibrate import CalibConfig, calibration_sets, default_calib_data, unseen_tokens
-from quant.options import PackOptions
+from quant.candidates import smallest_bytes_estimate
+from quant.options import PackOptions, is_control
 from quant.pipeline import Packer, log
-from quant.planner import PlannerConfig
+from quant.planner import PlannerConfig, is_plan_file
 from quant.route_step import RouteStep
 
 
@@ -50,6 +52,7 @@ class PackRequest:
     code: CodeCount | None = None                 # counted code (default: golfpack's runtime modules)
     progress: bool = True
     extra_inputs: tuple[Path, ...] = ()           # other files the run reads (tokenizer, plan): never overwritten
+    force: bool = False                           # replace an existing output golfpack did not write
 
     def __post_init__(self) -> None:
         if self.plan is not None and self.fill:
@@ -100,9 +103,11 @@ class PackJob:
 def pack_job(source: ModelSource, request: PackRequest) -> PackResult:
     """Pack `source` as `request` says; write the artifact (and the plan) when the request names paths."""
     inputs = [*source.paths, *request.extra_inputs]
-    for path in (request.out, request.plan_out):
-        if path is not None:
-            check_output(path, inputs)               # before any work: writable, and not an input
+    if request.out is not None:                  # before any work: writable, not an input, ours or --force
+        check_output(request.out, inputs, request.force, looks_like_artifact, "a golfpack artifact")
+    if request.plan_out is not None:
+        check_output(request.plan_out, inputs + [request.out], request.force, is_plan_file, "a golfpack plan")
+    check_budget_possible(source, request)
     res = PackJob(source, request).result()
     if request.out is not None:
         write_artifact(Path(request.out), res.data, inputs=inputs)
@@ -111,6 +116,27 @@ def pack_job(source: ModelSource, request: PackRequest) -> PackResult:
         write_bytes_atomic(request.plan_out, (json.dumps(res.report.get("plan", {}), indent=2, sort_keys=True)
                                               + "\n").encode())
     return res
+
+
+FLOOR_MARGIN = 0.8     # the estimate may exceed the smallest plan's real bytes (entropy coders beat order-0): fail early only below this
+
+
+def check_budget_possible(source: ModelSource, request: PackRequest) -> None:
+    """BudgetError in seconds, before any calibration, when even the smallest plan cannot fit: the counted code,
+    the header and trailer, and about the fewest bytes each tensor can be stored in (quant.candidates.
+    smallest_bytes_estimate over the planner's menu; control tensors in their control format)."""
+    opts, code = request.options, request.code or count_code()
+    floor = 0.0
+    for name, t in source.tensors.items():
+        w = t.detach().float().numpy()
+        menu = (opts.control_format,) if is_control(name, tuple(w.shape)) else request.planner.menu
+        floor += smallest_bytes_estimate(w, menu)
+    need = code.compressed_bytes + C.HEADER_BYTES + C.TRAILER_BYTES + FLOOR_MARGIN * floor
+    if opts.budget_bytes < need:
+        raise BudgetError(f"--budget-bytes {opts.budget_bytes:,} cannot be met: the counted code alone is "
+                          f"{code.compressed_bytes:,} B and the smallest plan's tensors need about {floor:,.0f} B "
+                          f"more (estimated from {sum(t.numel() for t in source.tensors.values()):,} parameters at "
+                          f"the menu's fewest bits); raise the budget or add lower-bit formats to --formats")
 
 
 def pack_report(res: PackResult, out: Path | None) -> dict:

@@ -53,14 +53,14 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         unknown = [f for f in self.menu if f not in C.TENSOR_FORMATS]
         if not self.menu or unknown:
-            raise ConfigError(f"PlannerConfig.menu: unknown or no formats {unknown}; known: "
+            raise ConfigError(f"--formats: unknown or no formats {unknown}; known: "
                               f"{sorted(C.TENSOR_FORMATS)}")
         if self.sensitivity not in SENSITIVITY_MODES:
-            raise ConfigError(f"PlannerConfig.sensitivity={self.sensitivity!r}: one of {SENSITIVITY_MODES}")
+            raise ConfigError(f"--sensitivity {self.sensitivity!r}: one of {SENSITIVITY_MODES}")
         if not self.noise_nats >= 0:
             raise ConfigError(f"PlannerConfig.noise_nats={self.noise_nats}: must be >= 0")
         if self.max_measured_seconds is not None and not self.max_measured_seconds >= 0:
-            raise ConfigError(f"PlannerConfig.max_measured_seconds={self.max_measured_seconds}: must be >= 0")
+            raise ConfigError(f"--calib-seconds {self.max_measured_seconds}: must be >= 0")
         if self.max_measured_evals < 0:
             raise ConfigError(f"PlannerConfig.max_measured_evals={self.max_measured_evals}: must be >= 0")
 
@@ -283,6 +283,14 @@ def plan_document(rows: list[tuple[str, Candidate, float | None]], aliases: dict
     return {"golfpack_plan": PLAN_VERSION, "budget_bytes": budget_bytes, "tensors": tensors,
             "aliases": dict(sorted(aliases.items())),
             "predicted_dloss_nats": float(sum(known)) if known else None, **extra}
+
+
+def is_plan_file(path: Path) -> bool:
+    """A JSON plan as --plan-out writes it (what a pack may replace without --force)."""
+    try:
+        return "golfpack_plan" in json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def read_plan(path: Path) -> dict[str, tuple[str, str | None]]:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.errors import ConfigError, UsageError
+from common.atomic import check_output, looks_like_png_we_wrote
+from common.errors import ConfigError, MismatchError, UsageError, flag
 from common.progress import Progress
 from core.bpb import bits_per_byte, target_byte_counts
 from core.route_calibrate import (
@@ -54,6 +55,7 @@ from verify.adaptive import (
 )
 from verify.bootstrap import PairedBootstrap, document_ids
 from verify.job import load_eval_tokens
+from verify.plot import plot_experiment
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,13 @@ class ExperimentOptions:
 
     def __post_init__(self) -> None:
         if not self.fractions or any(not 0 < f < 1 for f in self.fractions):
-            raise ConfigError(f"ExperimentOptions.fractions={self.fractions}: each must be in (0, 1)")
+            raise ConfigError(f"--fractions {','.join(map(str, self.fractions))}: each must be in (0, 1)")
         unknown = [s for s in self.signals if s not in ALL_SIGNALS]
         if unknown:
-            raise ConfigError(f"ExperimentOptions.signals: unknown {unknown}; known {list(ALL_SIGNALS)}")
+            raise ConfigError(f"--signals: unknown {unknown}; known {list(ALL_SIGNALS)}")
         for name in ("calib_tokens", "batch_size", "n_boot", "time_repeats", "threads"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"ExperimentOptions.{name}={getattr(self, name)}: must be positive")
+                raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be positive")
         if self.time_tokens < 0 or self.warmup < 0 or not 0 <= self.cap_margin <= 1:
             raise ConfigError("ExperimentOptions: time_tokens and warmup must be >= 0, cap_margin in [0, 1]")
 
@@ -250,7 +252,20 @@ def _mixed_windows(r: Row, batches, n_win: int, L: int, win_mask: torch.Tensor) 
 
 
 def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: ExperimentOptions = ExperimentOptions(),
-                   calib_data: Path | None = None, progress: bool = True) -> dict:
+                   calib_data: Path | None = None, progress: bool = True, plot: Path | None = None,
+                   force: bool = False) -> dict:
+    """Every policy's row on the full validation split (the module docstring says how); the bpb-vs-time chart to
+    `plot`, whose path is checked before any work."""
+    if plot is not None:
+        check_output(plot, [Path(artifact), *map(Path, data)], force, looks_like_png_we_wrote, "a golfpack chart")
+    rep = _experiment(artifact, data, tokenizer, opts, calib_data, progress)
+    if plot is not None:
+        rep["meta"]["plot"] = str(plot_experiment(rep, plot))
+    return rep
+
+
+def _experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: ExperimentOptions,
+                calib_data: Path | None, progress: bool) -> dict:
     torch.set_num_threads(opts.threads)
     art = read_artifact(Path(artifact))
     model = build_model(art)
@@ -260,8 +275,8 @@ def run_experiment(artifact: Path, data: list[Path], tokenizer: Path, opts: Expe
     tok = Tokenizer.load(Path(tokenizer))
     want = art.manifest["tokenizer"].get("sha256")
     if want and want != tok.sha256:
-        raise UsageError(f"tokenizer {tokenizer} is not the one {artifact} was packed for; pass the matching "
-                         f"--tokenizer")
+        raise MismatchError(f"tokenizer {tokenizer} (sha256 {tok.sha256[:12]}…) is not the one {artifact} was packed "
+                            f"for (sha256 {want[:12]}…); pass the matching --tokenizer")
     val_tokens, train, described = load_eval_tokens(list(data), tok)
     calib_tokens = _calib_tokens(train, calib_data, opts.calib_tokens)
     t0 = time.perf_counter()

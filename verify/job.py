@@ -8,6 +8,7 @@ there feed the unigram floor), or text files encoded with the given tokenizer.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from core.shards import encode_documents, find_shards, load_tokens
 from core.sources import PGolfOptions
 from core.tokenizer import Tokenizer
 from verify.adaptive import EMBEDDED, routing_report, runner_for_target, same_policy
+from verify.checks import check_inputs_exist, loss_warning, pgolf_assumptions, reference_warnings
 from verify.evaluate import evaluate, unigram_bpb
 from verify.targets import EvalTarget, check_tokenizer, check_tokens, context_length, open_target
 
@@ -68,41 +70,52 @@ class VerifyRequest:
 
 def verify_job(req: VerifyRequest) -> dict:
     """Score the artifact (or a checkpoint) and each reference on the same tokens, context and protocol; a
-    recurrent reference of the same architecture runs under the same policy."""
+    recurrent reference of the same architecture runs under the same policy. Everything that can fail cheaply
+    (paths, tokenizer against every model, data against every vocabulary, context) is checked before the first
+    evaluation; `warnings` lists what would make a number mislead (verify/checks.py), also said on stderr."""
+    check_inputs_exist({"ARTIFACT": [req.artifact], "--data": list(req.data), "--tokenizer": [req.tokenizer],
+                        "--reference": list(req.references)})
     target = open_target(Path(req.artifact), req.pgolf)
     tok = Tokenizer.load(Path(req.tokenizer))
     check_tokenizer(target, tok)
+    refs = [open_target(Path(r), req.pgolf, target.config if target.family == "pgolf" else None)
+            for r in req.references]
+    for ref in refs:
+        check_tokenizer(ref, tok)
     val, train, described = load_eval_tokens(list(req.data), tok)
-    check_tokens(target, val)
+    for t in (target, *refs):
+        check_tokens(t, val)
     context = context_length(target, req.seq_len)
+    ref_contexts = [context_length(ref, context) for ref in refs]
     stride = req.stride
     if stride is not None and (not isinstance(stride, int) or not 1 <= stride <= context):
         raise UsageError(f"--sliding-window {stride!r} must be a stride in 1..{context} (the context length)")
+    assumed, warnings = pgolf_assumptions(target, req.pgolf, val, context)
+    warnings += [w for ref in refs for w in reference_warnings(target, ref)]
     tables = tok.byte_tables()
     runner = runner_for_target(target, req.policy, train)
     res = evaluate(runner or _logits_fn(target.model), val, tables, context, req.batch_size, req.progress,
                    stride=stride)
+    warnings += loss_warning(res.val_loss, target.vocab_size)
     report = {"artifact": str(req.artifact), "kind": target.kind, "family": target.family, **target.info,
               "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary(),
-              **routing_report(runner, context)}
+              **routing_report(runner, context), "pgolf_hyperparameters": assumed}
     report.setdefault("sha256", None)
     report["unigram_bpb"] = (unigram_bpb(train, val, tables, tok.vocab_size) if train is not None else None)
-    rows = []
-    for ref_path in req.references:
-        ref_target = open_target(Path(ref_path), req.pgolf, target.config if target.family == "pgolf" else None)
-        rows.append(_reference_row(ref_target, tok, val, tables, context_length(ref_target, context), res,
-                                   req.batch_size, req.progress, stride, same_policy(runner, ref_target)))
+    rows = [_reference_row(ref, val, tables, ctx, res, req.batch_size, req.progress, stride,
+                           same_policy(runner, ref)) for ref, ctx in zip(refs, ref_contexts)]
     if rows:
         report["references"] = rows
         report["reference"] = rows[0]
         report["quantization_gap_bpb"] = rows[0]["gap_bpb"]
+    report["warnings"] = warnings
+    for w in warnings:
+        sys.stderr.write(f"golfpack: warning: {w}\n")
     return report
 
 
-def _reference_row(ref: EvalTarget, tok: Tokenizer, val: np.ndarray, tables, context: int, res,
-                   batch_size: int, progress: bool, stride: int | None, fn=None) -> dict:
-    check_tokenizer(ref, tok)
-    check_tokens(ref, val)
+def _reference_row(ref: EvalTarget, val: np.ndarray, tables, context: int, res, batch_size: int, progress: bool,
+                   stride: int | None, fn=None) -> dict:
     got = evaluate(fn or _logits_fn(ref.model), val, tables, context, batch_size, progress, stride=stride)
     return {"checkpoint": str(ref.path), "kind": ref.kind, "family": ref.family,
             **{k: v for k, v in ref.info.items() if k in ("format", "sha256")}, **got.summary(),

@@ -50,7 +50,7 @@ def plot_experiment(result: dict, path: Path, time_key: str = "us_per_token_cpu"
     fig.tight_layout()
     path = Path(path)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", metadata={"Software": "golfpack"})
     plt.close(fig)
     write_bytes_atomic(path, buf.getvalue())
     return path

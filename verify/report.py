@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def format_verify(rep: dict) -> str:
     what = "artifact" if rep.get("kind", "artifact") == "artifact" else "checkpoint"
-    sha = f" (sha256 {rep['sha256'][:16]}…)" if rep.get("sha256") else ""      # of the whole file
+    sha = (f" (sha256 {rep['sha256'][:16]}…, trailer sha256 {rep['trailer_sha256'][:16]}…)"
+           if rep.get("trailer_sha256") else f" (sha256 {rep['sha256'][:16]}…)" if rep.get("sha256") else "")
     window = (f"sliding windows of {rep['seq_len']}, stride {rep['sliding_window_stride']}"
               if rep.get("sliding_window_stride") else f"non-overlapping windows of {rep.get('seq_len')}")
     lines = [f"{what:<10} {rep['artifact']}{sha}",
@@ -19,6 +20,11 @@ def format_verify(rep: dict) -> str:
     for ref in rep.get("references", [rep["reference"]] if "reference" in rep else []):
         lines.append(f"reference  {ref['val_bpb']:.4f} bpb ({ref['checkpoint']}); gap "
                      f"{rep['val_bpb'] - ref['val_bpb']:+.4f} bpb")
+    hp = rep.get("pgolf_hyperparameters")
+    if hp:
+        lines.append("assumed    " + ", ".join(f"{k} {v['value']}{'' if v['given'] else ' (not recorded: assumed)'}"
+                                           for k, v in hp.items()) + " (shapes cannot tell these)")
+    lines.extend(f"WARNING    {w}" for w in rep.get("warnings", []))
     return "\n".join(lines)
 
 

@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.atomic import refuse_same_path, write_bytes_atomic
-from common.errors import UsageError
+from common.atomic import check_output, ensure_folder, head_bytes, write_bytes_atomic
+from common.errors import OutputError, UsageError
 from packer.code_bytes import CODE_ROOT, RUNTIME_MODULES, CodeCount, count_code
-from packer.reader import read_artifact
+from packer.reader import looks_like_artifact, read_artifact
 
 OUR_PACKAGES = ("core", "packer", "quant", "verify")
 ENTRY_MODULE = "verify/submission_runtime.py"
@@ -132,15 +132,25 @@ def build_script(sources: dict[str, str], artifact_name: str) -> str:
     return _HEADER + _STUB.format(payload=base64.b85encode(packed).decode("ascii"))
 
 
-def export_submission(artifact: Path, out_dir: Path) -> SubmissionExport:
+def is_submission_script(path: Path) -> bool:
+    """A script export-submission wrote (what it may replace without --force)."""
+    return head_bytes(path, len(_HEADER)) == _HEADER.encode("ascii")
+
+
+def export_submission(artifact: Path, out_dir: Path, force: bool = False) -> SubmissionExport:
     """Write `<out_dir>/submission.py` and a byte-identical copy of the artifact beside it."""
     artifact, out_dir = Path(artifact), Path(out_dir)
     art = read_artifact(artifact)                    # validated before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
-    script, copy = out_dir / SCRIPT_NAME, out_dir / artifact.name
     if artifact.name == SCRIPT_NAME:
         raise UsageError(f"artifact {artifact} is named like the script {SCRIPT_NAME}; rename it")
-    refuse_same_path(script, [artifact])
+    script, copy = out_dir / SCRIPT_NAME, out_dir / artifact.name
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output folder {out_dir} is a file; give a folder path")
+    if out_dir.is_dir():                             # checked before anything is written
+        check_output(script, [artifact], force, is_submission_script, "a golfpack submission script")
+        if copy.resolve() != artifact.resolve():
+            check_output(copy, [], force, looks_like_artifact, "a golfpack artifact")
+    ensure_folder(out_dir)
     rels, requires, optional = bundle_modules()
     sources = {rel: (CODE_ROOT / rel).read_text(encoding="utf-8") for rel in rels}
     text = build_script(sources, artifact.name)
@@ -152,9 +162,9 @@ def export_submission(artifact: Path, out_dir: Path) -> SubmissionExport:
                             tuple(requires), tuple(optional), count_code([script]))
 
 
-def export_job(artifact: Path, out_dir: Path, budget_bytes: int) -> dict:
+def export_job(artifact: Path, out_dir: Path, budget_bytes: int, force: bool = False) -> dict:
     """The `export-submission` command: the script and the artifact copy, counted against the budget."""
-    res = export_submission(artifact, out_dir)
+    res = export_submission(artifact, out_dir, force)
     total = res.code.compressed_bytes + res.artifact_bytes
     tok = read_artifact(res.artifact).manifest["tokenizer"].get("sha256")
     return {"script": str(res.script), "artifact": str(res.artifact), "code_bytes": res.code.compressed_bytes,

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common.errors import GolfpackError, UsageError
+from common.errors import GolfpackError, MismatchError
 from core.families import eval_context
 from core.shards import find_shards, load_tokens
 from core.tokenizer import Tokenizer
@@ -42,7 +42,7 @@ def run(argv: list[str], artifact: Path) -> dict:
     tok = Tokenizer.load(args.tokenizer)
     want = art.manifest["tokenizer"].get("sha256")
     if want and want != tok.sha256:
-        raise UsageError(f"tokenizer {args.tokenizer} (sha256 {tok.sha256[:12]}…) is not the one the artifact "
+        raise MismatchError(f"tokenizer {args.tokenizer} (sha256 {tok.sha256[:12]}…) is not the one the artifact "
                          f"was packed for (sha256 {want[:12]}…); pass the matching --tokenizer")
     model = build_model(art)
     family = art.manifest["model"]["family"]

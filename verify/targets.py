@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from common.errors import ConfigError, DataError, UsageError
+from common.errors import ConfigError, DataError, MismatchError, UsageError
 from core.families import eval_context
 from core.sources import NO_PGOLF_OPTIONS, PGolfOptions, check_options_match, load_source
 from core.tokenizer import Tokenizer
@@ -81,10 +81,14 @@ def context_length(target: EvalTarget, seq_len: int | None) -> int:
 
 
 def check_tokenizer(target: EvalTarget, tok: Tokenizer) -> None:
+    """MismatchError when `target` records another tokenizer than `tok`, or embeds fewer pieces than it has."""
     want = target.tokenizer_sha256
     if want and want != tok.sha256:
-        raise UsageError(f"tokenizer {tok.path} (sha256 {tok.sha256[:12]}…) is not the one {target.path} was "
-                         f"made with (sha256 {want[:12]}…); pass the matching --tokenizer")
+        raise MismatchError(f"tokenizer {tok.path} (sha256 {tok.sha256[:12]}…) is not the one {target.path} was "
+                            f"made with (sha256 {want[:12]}…); pass the matching --tokenizer")
+    if tok.vocab_size > target.vocab_size:
+        raise MismatchError(f"tokenizer {tok.path} has {tok.vocab_size} pieces but {target.path} embeds only "
+                            f"{target.vocab_size}; it was not made with this tokenizer")
 
 
 def check_tokens(target: EvalTarget, tokens: np.ndarray) -> None:

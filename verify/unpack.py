@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.atomic import check_output
-from core.checkpoint import checkpoint_paths, save_checkpoint
+from core.checkpoint import check_checkpoint_outputs, save_checkpoint
 from packer.reader import read_artifact
 from quant.unpack import build_model
 
 
-def unpack_job(artifact: Path, out: Path) -> dict:
+def unpack_job(artifact: Path, out: Path, force: bool = False) -> dict:
     """Write `<out stem>.safetensors` + `.json` from the artifact; returns the report."""
     artifact = Path(artifact)
-    st_path, js_path = checkpoint_paths(Path(out))
-    for path in (st_path, js_path):
-        check_output(path, [artifact])
+    st_path, js_path = check_checkpoint_outputs(Path(out), [artifact], force)
     art = read_artifact(artifact)
     model = build_model(art)
     m = art.manifest

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from common import atomic
-from common.errors import UsageError
+from common.errors import OutputError
 
 
 def test_stale_temporaries_are_removed_and_said(tmp_path, capsys):
@@ -44,5 +44,5 @@ def test_check_output(tmp_path):
     src.write_bytes(b"in")
     atomic.check_output(tmp_path / "ok.gpk", [src])
     for out, match in ((src, "same file as input"), (tmp_path, "is a folder"), (tmp_path / "x" / "y", "does not exist")):
-        with pytest.raises(UsageError, match=match):
+        with pytest.raises(OutputError, match=match):
             atomic.check_output(out, [src])

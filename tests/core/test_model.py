@@ -53,7 +53,7 @@ def test_sparse_extra_pass_equals_dense():
 
 
 def test_config_validation_names_field():
-    with pytest.raises(ConfigError, match="n_kv_heads"):
+    with pytest.raises(ConfigError, match="--n-kv-heads 3"):
         ModelConfig(n_heads=4, n_kv_heads=3)
     with pytest.raises(ConfigError, match="unknown fields"):
         ModelConfig.from_dict({**TINY.to_dict(), "bogus": 1})

@@ -59,5 +59,5 @@ def test_training_never_samples_the_routing_holdout():
     assert holdout_split(stream, 0, 16) is stream
     with pytest.raises(ConfigError, match="--holdout-tokens"):
         holdout_split(stream, 40_000, 16)                          # fewer than twice the hold-out would remain
-    with pytest.raises(ConfigError, match="holdout_tokens"):
+    with pytest.raises(ConfigError, match="--holdout-tokens -1"):
         TrainConfig(steps=1, holdout_tokens=-1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from test_reader import body, sections
 
-from common.errors import ArtifactError, FormatError, UsageError
+from common.errors import ArtifactError, FormatError, OutputError
 from packer import constants as C
 from packer.reader import read_artifact
 from packer.writer import SectionSpec, build_artifact, write_artifact
@@ -39,7 +39,7 @@ def test_what_the_writer_refuses(tmp_path):
     data = build_artifact(body(), sections()[0])
     src = tmp_path / "in.gpk"
     src.write_bytes(b"INPUT")
-    with pytest.raises(UsageError, match="same file as input"):
+    with pytest.raises(OutputError, match="same file as input"):
         write_artifact(src, data, inputs=[src])
     with pytest.raises(ArtifactError):
         write_artifact(tmp_path / "x.gpk", data[:-1])                    # the reader would reject it

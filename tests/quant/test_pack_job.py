@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from common.errors import UsageError
+from common.errors import OutputError, UsageError
 from core.checkpoint import save_checkpoint
+from core.ingest import file_sha256
 from core.shards import write_shard
 from core.sources import load_source
 from quant.calibrate import CalibConfig, calibration_sets, unseen_tokens
@@ -66,7 +67,8 @@ def test_every_calibration_draws_from_the_hold_out(tiny, held):
 def test_families_go_through_one_source_and_differ_by_hooks(tiny, held):
     src = load_source(held / "held")
     body = src.manifest_body(None)
-    assert body["routing"] == {"policy": "uniform", "passes": tiny.cfg.n_passes} and "source" not in body
+    assert body["routing"] == {"policy": "uniform", "passes": tiny.cfg.n_passes}
+    assert body["source"] == {"format": "golfpack", "sha256": file_sha256(held / "held.safetensors")}
     assert src.family_hooks.can_route and src.paths[0] == held / "held"
 
 
@@ -77,7 +79,7 @@ def test_cheap_checks_come_before_any_work(tiny, held, tmp_path, monkeypatch):
     src = load_source(held / "held")
     for out, match in ((tmp_path / "no" / "dir" / "x.gpk", "does not exist"), (tmp_path, "is a folder"),
                        (held / "held.safetensors", "same file as input")):
-        with pytest.raises(UsageError, match=match):
+        with pytest.raises(OutputError, match=match):
             pack_job(src, PackRequest(out=out, options=FAST, progress=False))
 
 

@@ -206,5 +206,5 @@ def test_auto_sensitivity_measures_only_when_the_time_fits():
     assert run() == ("measured", 4)
     assert run(eval_seconds=2.0, max_seconds=8.0) == ("measured", 4)          # 4 options x 2 s fit 8 s
     assert run(eval_seconds=2.0, max_seconds=7.9) == ("hessian", 2)           # they do not: two probes
-    with pytest.raises(ConfigError, match="max_measured_seconds"):
+    with pytest.raises(ConfigError, match="--calib-seconds -1.0"):
         PlannerConfig(max_measured_seconds=-1.0)

@@ -63,13 +63,13 @@ def test_unpack_round_trip_verifies_to_the_same_bpb(packed, small_tokenizer):
 def test_unpack_never_writes_over_its_artifact_or_into_a_missing_folder(packed, tmp_path):
     d = packed
     before = (d / "m.gpk").read_bytes()
-    res = run(["unpack", d / "m.gpk", "-o", tmp_path / "no" / "x"], code=2)
+    res = run(["unpack", d / "m.gpk", "-o", tmp_path / "no" / "x"], code=9)
     assert "does not exist" in res.stderr and not (tmp_path / "no").exists()
     (d / "m.safetensors").rename(d / "keep.safetensors")
     (d / "m.json").rename(d / "keep.json")
     try:
         (d / "m.safetensors").symlink_to(d / "m.gpk")                       # an output spelled as the input
-        res = run(["unpack", d / "m.gpk", "-o", d / "m"], code=2)
+        res = run(["unpack", d / "m.gpk", "-o", d / "m"], code=9)
         assert "same file as input" in res.stderr
     finally:
         (d / "m.safetensors").unlink()
