@@ -25,7 +25,7 @@ from core.train_job import format_train, run_train, train_configs, train_report
 from packer.audit import audit_file, format_audit
 from quant.calibrate import CalibConfig
 from quant.options import PackOptions
-from quant.pack_job import PackRequest, format_pack, pack_job, pack_report
+from quant.pack_job import PackRequest, format_pack, pack_file, pack_job, pack_report
 from quant.planner import PlannerConfig, read_plan
 from verify.experiment import ExperimentOptions, run_experiment
 from verify.job import VerifyRequest, verify_job
@@ -93,7 +93,9 @@ data_options = options(
 pgolf_options = options(
     opt("--mlp-power", type=int, help="Parameter Golf checkpoints: MLP activation relu^p (default 2)."),
     opt("--rope-base", type=float, help="Parameter Golf checkpoints: RoPE base (default 10000)."),
-    opt("--softcap", type=float, help="Parameter Golf checkpoints: logit softcap (default 30)."))
+    opt("--softcap", type=float, help="Parameter Golf checkpoints: logit softcap (default 30)."),
+    opt("--layer-schedule", help="Parameter Golf checkpoints with looped layers: the block of every applied "
+                                 "layer, comma-separated (e.g. 0,1,2,3,4,5,3,4,5,6,7)."))
 route_options = options(
     opt("--route-fraction", default=0.25, help="Target fraction of positions that get the extra pass."),
     opt("--route-signal", default="auto", help="auto (the legal signal capturing most of the oracle's gain on the "
@@ -105,7 +107,9 @@ route_options = options(
 
 
 def pgolf_from(kw: dict) -> PGolfOptions:
-    return PGolfOptions(mlp_power=kw.pop("mlp_power"), rope_base=kw.pop("rope_base"), softcap=kw.pop("softcap"))
+    sched = kw.pop("layer_schedule")
+    return PGolfOptions(kw.pop("mlp_power"), kw.pop("rope_base"), kw.pop("softcap"),
+                        PGolfOptions.parse_schedule(sched) if sched else None)
 
 
 def route_from(kw: dict) -> RouteOptions | None:
@@ -217,7 +221,7 @@ def pack(ctx, checkpoint, out, budget_bytes, tokenizer, calib_data, calib_tokens
                       fill=fill if fill is not None else plan_file is None and budget_given, route=route_from(kw),
                       tokenizer=Tokenizer.load(tokenizer) if tokenizer else None, plan_out=plan_out,
                       extra_inputs=tuple(p for p in (tokenizer, plan_file) if p), force=force)
-    rep = pack_report(pack_job(load_source(checkpoint, pgolf_from(kw)), req), out)
+    rep = pack_report(pack_file(checkpoint, pgolf_from(kw), req), out)
     emit(rep, as_json, format_pack(rep))
 
 

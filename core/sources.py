@@ -24,7 +24,8 @@ from core.pgolf_model import PGolfConfig, infer_pgolf_config
 from core.tokenizer import Tokenizer
 
 # what shapes cannot tell, with PGolfConfig's own defaults (relu^2, RoPE base 10000, softcap 30)
-PGOLF_DEFAULTS = {f.name: f.default for f in fields(PGolfConfig) if f.name in ("mlp_power", "rope_base", "softcap")}
+PGOLF_DEFAULTS = {f.name: f.default for f in fields(PGolfConfig)
+                  if f.name in ("mlp_power", "rope_base", "softcap", "layer_schedule")}
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,14 @@ class PGolfOptions:
     mlp_power: int | None = None
     rope_base: float | None = None
     softcap: float | None = None
+    layer_schedule: tuple[int, ...] | None = None      # the block applied at each virtual layer (looped models)
 
     def __post_init__(self) -> None:
+        sched = self.layer_schedule
+        if sched is not None and (not isinstance(sched, tuple) or not sched
+                                  or not all(isinstance(i, int) and i >= 0 for i in sched)):
+            raise ConfigError(f"--layer-schedule {sched!r}: give the block index of every applied layer, e.g. "
+                              f"0,1,2,3,4,5,3,4,5,6,7")
         power = self.mlp_power
         if power is not None and (not isinstance(power, int) or isinstance(power, bool) or power < 1):
             raise ConfigError(f"--mlp-power {self.mlp_power!r}: must be a positive integer")
@@ -43,6 +50,13 @@ class PGolfOptions:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
                 raise ConfigError(f"{flag(name)} {v!r}: must be a positive finite number")
+
+    @staticmethod
+    def parse_schedule(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(f"--layer-schedule {text!r}: give comma-separated block indices") from None
 
     def given(self) -> dict:
         return {k: getattr(self, k) for k in PGOLF_DEFAULTS if getattr(self, k) is not None}
@@ -133,7 +147,7 @@ def checkpoint_family(path: Path) -> str | None:
 def check_options_match(cfg: PGolfConfig, opts: PGolfOptions, where: str) -> None:
     for key, value in opts.given().items():
         if getattr(cfg, key) != value:
-            raise UsageError(f"{where} records {key}={getattr(cfg, key)!r} but --{key.replace('_', '-')} "
+            raise UsageError(f"{where} records {key}={getattr(cfg, key)!r} but {flag(key)} "
                              f"{value!r} was given; drop the option, or re-ingest the original checkpoint")
 
 

@@ -14,13 +14,15 @@ several budgets, sharing calibration and sensitivities (the quantization benchma
 from __future__ import annotations
 
 import json
+import resource
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from common.atomic import check_output, refuse_same_path, write_bytes_atomic
 from common.errors import BudgetError, UsageError
+from common.stages import Stages
 from core.route_calibrate import DEFAULT_ROUTE_TOKENS, RouteOptions
-from core.sources import ModelSource
+from core.sources import ModelSource, PGolfOptions, load_source
 from core.tokenizer import Tokenizer
 from packer import constants as C
 from packer.audit import format_routing
@@ -62,13 +64,15 @@ class PackRequest:
 class PackJob:
     """One source's packing session: calibration, Hessians and sensitivities computed once, packs on demand."""
 
-    def __init__(self, source: ModelSource, request: PackRequest) -> None:
+    def __init__(self, source: ModelSource, request: PackRequest, stages: Stages | None = None) -> None:
         self.source, self.request = source, request
+        self.stages = stages or Stages()
         cfg, calib, fam = source.config, request.calib, source.family_hooks
         body = source.manifest_body(source.resolve_tokenizer(request.tokenizer))
         data = calib.data if calib.data is not None else (
             default_calib_data(source.paths[0]) if source.paths else None)
-        self.unseen = unseen_tokens(source.meta, Path(data), cfg.vocab_size) if data is not None else None
+        with self.stages.stage("calibration tokens"):
+            self.unseen = unseen_tokens(source.meta, Path(data), cfg.vocab_size) if data is not None else None
         route = None
         if request.route is not None and fam.can_route:
             if self.unseen is None:
@@ -86,7 +90,7 @@ class PackJob:
         tensors = {k: v.detach().float().numpy() for k, v in source.tensors.items()}
         self.packer = Packer(source.model(), tensors, body, request.options, windows=windows, joint_windows=joint,
                              route=route, code=request.code, progress=request.progress,
-                             batch_size=calib.batch_size)
+                             batch_size=calib.batch_size, stages=self.stages)
         if self.packer.report["calibration"] is not None:
             self.packer.report["calibration"]["source"] = self.unseen.report()
             self.packer.report["calibration"]["route_tokens"] = route.opts.calib_tokens if route else None
@@ -100,17 +104,30 @@ class PackJob:
         return self.packer.result(r.plan, r.fill, r.planner, budget_bytes)
 
 
-def pack_job(source: ModelSource, request: PackRequest) -> PackResult:
+def pack_file(checkpoint: Path, pgolf: PGolfOptions, request: PackRequest) -> PackResult:
+    """The pack command: load the checkpoint (any family; a stage of its own) and pack_job it."""
+    stages = Stages()
+    with stages.stage("load"):
+        source = load_source(checkpoint, pgolf)
+    return pack_job(source, request, stages)
+
+
+def pack_job(source: ModelSource, request: PackRequest, stages: Stages | None = None) -> PackResult:
     """Pack `source` as `request` says; write the artifact (and the plan) when the request names paths."""
     inputs = [*source.paths, *request.extra_inputs]
     if request.out is not None:                  # before any work: writable, not an input, ours or --force
         check_output(request.out, inputs, request.force, looks_like_artifact, "a golfpack artifact")
     if request.plan_out is not None:
         check_output(request.plan_out, inputs + [request.out], request.force, is_plan_file, "a golfpack plan")
-    check_budget_possible(source, request)
-    res = PackJob(source, request).result()
+    stages = stages or Stages()
+    with stages.stage("budget check (byte estimates)"):
+        check_budget_possible(source, request)
+    job = PackJob(source, request, stages)
+    res = job.result()
     if request.out is not None:
-        write_artifact(Path(request.out), res.data, inputs=inputs)
+        with job.stages.stage("write"):
+            write_artifact(Path(request.out), res.data, inputs=inputs)
+        res.report["stages"] = job.stages.report()
     if request.plan_out is not None:
         refuse_same_path(request.plan_out, [*inputs, request.out])
         write_bytes_atomic(request.plan_out, (json.dumps(res.report.get("plan", {}), indent=2, sort_keys=True)
@@ -146,7 +163,8 @@ def pack_report(res: PackResult, out: Path | None) -> dict:
             "headroom_bytes": res.budget_bytes - res.total_bytes, "fits": res.fits, "plan": res.plan,
             "scales": res.scales, "aliases": res.aliases,
             "planning": {k: v for k, v in res.report.items() if k != "plan"},
-            "routing": parse_artifact(res.data).manifest["routing"]}
+            "routing": parse_artifact(res.data).manifest["routing"],
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}   # this process's peak
 
 
 def format_pack(rep: dict) -> str:

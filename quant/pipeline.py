@@ -27,6 +27,7 @@ from torch import nn
 
 from common.errors import BudgetError, UsageError
 from common.progress import Progress
+from common.stages import Stages
 from packer.code_bytes import CodeCount, count_code
 from quant import formats
 from quant.assemble import PackResult, pack_tensors
@@ -72,8 +73,9 @@ class Packer:
     def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
                  windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
                  route: Route | None = None, code: CodeCount | None = None, progress: bool = True,
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, stages: Stages | None = None) -> None:
         self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
+        self.stages = stages or Stages()
         self.route = route
         self.code = code or count_code()
         self.aliases = find_duplicates(tensors, is_embedding) if opts.dedup else {}
@@ -89,8 +91,10 @@ class Packer:
         self._measured: dict = {}
         if windows is not None and model is not None:
             t0 = time.perf_counter()
-            self.hessians = calibrate(model, windows, self.aliases, batch_size, progress)
-            self.evaluator = LossEvaluator(model, windows, batch_size)
+            with self.stages.stage("calibration forwards (Hessians)"):
+                self.hessians = calibrate(model, windows, self.aliases, batch_size, progress)
+            with self.stages.stage("calibration forwards (base loss)"):
+                self.evaluator = LossEvaluator(model, windows, batch_size)
             self.head_names = set(default_head_inputs(model))
             self.report["calibration"] = {"windows": int(windows.shape[0]), "tokens": _targets(windows),
                                           "joint_tokens": _targets(self._joint_windows),
@@ -126,10 +130,14 @@ class Packer:
             return pack_tensors(self.tensors, body, opts, {n: c.format for n, c in cands.items()},
                                 self.code, encoded={n: c.enc for n, c in cands.items()}, aliases=self.aliases,
                                 check_budget=False)
-        res = once(self.body)
+        with self.stages.stage("final encode"):
+            res = once(self.body)
         if self.route is not None and with_route:
-            res = once(dict(self.body, routing=self.route(res.data)))
-        return replace(res, report={**self.report, **report})
+            with self.stages.stage("routing calibration"):
+                routing = self.route(res.data)
+            with self.stages.stage("final encode"):
+                res = once(dict(self.body, routing=routing))
+        return replace(res, report={**self.report, **report, "stages": self.stages.report()})
 
     def encode_plan(self, plan: dict[str, tuple[str, str | None]]) -> dict[str, Candidate]:
         """Best (or the named) scale method for each stored tensor's format; a tied embedding whose Hessian
@@ -151,7 +159,8 @@ class Packer:
               ) -> PackResult:
         """The artifact of an explicit plan (every stored tensor named), whatever its size."""
         opts = opts or self.opts
-        cands = self.encode_plan(plan)
+        with self.stages.stage("encode plan (GPTQ, scale search)"):
+            cands = self.encode_plan(plan)
         doc = plan_document([(n, c, None) for n, c in cands.items()], self.aliases, opts.budget_bytes, {})
         return self.pack(cands, {"mode": mode, "plan": doc}, opts=opts)
 
@@ -174,11 +183,13 @@ class Packer:
         """Options with their sensitivities, computed once per planner config (budgets can share them)."""
         if cfg not in self._measured:
             t0 = time.perf_counter()
-            options = self.options(cfg)
+            with self.stages.stage("candidate encoding (GPTQ, scale search, bytes)"):
+                options = self.options(cfg)
             evals0 = self.evaluator.evals
             per_eval = self.evaluator.seconds / max(self.evaluator.evals, 1)
-            mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals,
-                                 self.progress, cfg.noise_nats, per_eval, cfg.max_measured_seconds)
+            with self.stages.stage("sensitivities"):
+                mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals,
+                                     self.progress, cfg.noise_nats, per_eval, cfg.max_measured_seconds)
             self._measured[cfg] = options, {"mode": "planner", "sensitivity": mode,
                                             "evals": self.evaluator.evals - evals0,
                                             "seconds_per_eval": round(per_eval, 4),
@@ -218,11 +229,12 @@ class Packer:
         starts = {"additive": options, **{k: restrict(options, seed) for k, seed in
                                           uniform_seeds(options, is_embedding, target).items()}}
         joint = []
-        for label, opt_set in starts.items():
-            choice = solve(opt_set, target)
-            joint.append({"start": label, "payload_bytes": sum(o.cand.bytes for o in choice.values()),
-                          "predicted_dloss_nats": sum(o.dloss for o in choice.values()),
-                          "measured_dloss_nats": self.joint_delta({n: o.cand for n, o in choice.items()})})
+        with self.stages.stage("planning (solves and joint checks)"):
+            for label, opt_set in starts.items():
+                choice = solve(opt_set, target)
+                joint.append({"start": label, "payload_bytes": sum(o.cand.bytes for o in choice.values()),
+                              "predicted_dloss_nats": sum(o.dloss for o in choice.values()),
+                              "measured_dloss_nats": self.joint_delta({n: o.cand for n, o in choice.items()})})
         win = min(joint, key=lambda j: (j["measured_dloss_nats"], j["start"] != "additive"))
         facts = {**facts, "start": win["start"], "joint": joint}
         best = self._confirm(starts[win["start"]], target, budget, opts, facts)

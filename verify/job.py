@@ -62,10 +62,13 @@ class VerifyRequest:
     pgolf: PGolfOptions = field(default_factory=PGolfOptions)
     policy: str = EMBEDDED            # embedded | uniform-K | uniform-K+1 | a signal name (verify/adaptive.py)
     progress: bool = True
+    max_tokens: int | None = None     # a quick partial verify: the first max_tokens scored tokens only
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size!r}: must be a positive integer")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise UsageError(f"--max-tokens {self.max_tokens!r}: must be a positive integer")
 
 
 def verify_job(req: VerifyRequest) -> dict:
@@ -83,6 +86,10 @@ def verify_job(req: VerifyRequest) -> dict:
     for ref in refs:
         check_tokenizer(ref, tok)
     val, train, described = load_eval_tokens(list(req.data), tok)
+    partial = req.max_tokens is not None and len(val) - 1 > req.max_tokens
+    if partial:
+        val = val[: req.max_tokens + 1]
+        described += f" (partial: the first {req.max_tokens:,} scored tokens)"
     for t in (target, *refs):
         check_tokens(t, val)
     context = context_length(target, req.seq_len)
@@ -99,7 +106,7 @@ def verify_job(req: VerifyRequest) -> dict:
     warnings += loss_warning(res.val_loss, target.vocab_size)
     report = {"artifact": str(req.artifact), "kind": target.kind, "family": target.family, **target.info,
               "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary(),
-              **routing_report(runner, context), "pgolf_hyperparameters": assumed}
+              **routing_report(runner, context), "pgolf_hyperparameters": assumed, "partial": partial}
     report.setdefault("sha256", None)
     report["unigram_bpb"] = (unigram_bpb(train, val, tables, tok.vocab_size) if train is not None else None)
     rows = [_reference_row(ref, val, tables, ctx, res, req.batch_size, req.progress, stride,

@@ -9,7 +9,7 @@ def format_verify(rep: dict) -> str:
            if rep.get("trailer_sha256") else f" (sha256 {rep['sha256'][:16]}…)" if rep.get("sha256") else "")
     window = (f"sliding windows of {rep['seq_len']}, stride {rep['sliding_window_stride']}"
               if rep.get("sliding_window_stride") else f"non-overlapping windows of {rep.get('seq_len')}")
-    lines = [f"{what:<10} {rep['artifact']}{sha}",
+    lines = [f"{what:<10} {rep['artifact']}{sha}" + ("  [PARTIAL verify: --max-tokens]" if rep.get("partial") else ""),
              f"data       {rep['data']}: {rep['tokens']:,} tokens, {rep['bytes']:,} bytes; {window}",
              f"val_loss   {rep['val_loss']:.4f} nats/token",
              f"val_bpb    {rep['val_bpb']:.4f}",
