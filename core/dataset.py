@@ -16,7 +16,8 @@ from pathlib import Path
 
 from common.atomic import ensure_folder, write_bytes_atomic
 from common.errors import DataError, GolfpackError, UsageError
-from core.corpus import Document, default_corpus, load_text_documents, split_documents
+from core.corpus import Document, load_text_documents, split_documents
+from core.corpus import default_corpus as embedded_corpus
 from core.shards import check_split_outputs, encode_documents, read_shard, shard_name, write_split
 from core.tokenizer import Tokenizer, train_tokenizer
 
@@ -91,7 +92,7 @@ def prepare_default_data(out_dir: Path, name: str = "pydocs", vocab_size: int = 
     _check_name(name)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    docs = default_corpus()
+    docs = embedded_corpus()
     train_docs, val_docs = split_documents(docs, VAL_FRACTION)
     _log(f"corpus: {len(docs)} documents ({len(train_docs)} train, {len(val_docs)} val) "
          f"in {time.perf_counter() - t0:.1f}s", progress)
@@ -179,7 +180,7 @@ def data_job(text: list[Path], tokenizer_path: Path, out_dir: Path, name: str, s
     if default_corpus:
         if split not in ("train", "val"):
             raise UsageError(f"--default-corpus has a train and a val split; --split {split!r} is neither")
-        train_docs, val_docs = split_documents(default_corpus(), VAL_FRACTION)
+        train_docs, val_docs = split_documents(embedded_corpus(), VAL_FRACTION)
         docs = train_docs if split == "train" else val_docs
     if not text and not default_corpus:
         raise UsageError("give text files or folders, or --default-corpus")

@@ -49,3 +49,12 @@ def test_prepare_text_data(tmp_path, small_tokenizer):
     train = prepare_text_data([src], small_tokenizer.path, tmp_path / "out", "mine", split="train",
                               progress=False)
     assert find_shards(tmp_path / "out", "train") == train
+
+
+def test_data_command_takes_the_embedded_corpus_split(tmp_path, small_tokenizer):
+    from core.dataset import data_job
+    from core.shards import read_shard
+
+    rep = data_job([], small_tokenizer.path, tmp_path, "pd", "val", default_corpus=True, progress=False)
+    assert rep["split"] == "val" and rep["tokens"] > 1000
+    assert len(read_shard(tmp_path / "pd_val_000000.bin")) == rep["tokens"]
