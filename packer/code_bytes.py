@@ -21,6 +21,7 @@ RUNTIME_MODULES = (
     # packer/codecs.py imports the ANS codec at module level, and it imports these:
     "packer/entropy/__init__.py", "packer/entropy/codec.py", "packer/entropy/models.py",
     "packer/entropy/blob.py", "packer/entropy/param.py", "packer/entropy/fit.py",
+    "packer/entropy/grid.py", "packer/entropy/refs.py",
     "quant/__init__.py", "quant/primitives.py", "quant/formats.py", "quant/unpack.py",
     "core/__init__.py", "core/config.py", "core/layers.py", "core/model.py",
     "core/pgolf_model.py", "core/families.py",

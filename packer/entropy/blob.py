@@ -133,6 +133,22 @@ def finish_decoder(coder, what: str) -> None:
                          f"the section is corrupt, re-pack the artifact")
 
 
+SENTINEL = 0xA5C3             # models 3 and 4 end their streams with this 16-bit symbol (uniform model)
+
+
+def encode_sentinel(coder) -> None:
+    """Encoded first, so decoded last: a decoder that read past the stream's end (constriction pads with
+    zeros and still reports an empty coder) finds another value there."""
+    coder.encode_reverse(np.array([SENTINEL], np.int32), constriction.stream.model.Uniform(1 << 16))
+
+
+def check_sentinel(coder, what: str) -> None:
+    v = int(guarded_decode(coder, what, constriction.stream.model.Uniform(1 << 16), 1)[0])
+    if v != SENTINEL:
+        raise CodecError(f"{what}: the ANS stream does not end with its sentinel ({v:#06x}); the section is "
+                         f"corrupt, re-pack the artifact")
+
+
 def guarded_decode(coder, what: str, *args) -> np.ndarray:
     try:
         return coder.decode(*args)
@@ -257,8 +273,9 @@ def decode_side(coder, s: SideArray, length: int, what: str) -> np.ndarray:
 
 
 # --- blob frame shared by the models -----------------------------------------------------------------------
-MODEL_CONST, MODEL_TABLES, MODEL_PARAM = 0, 1, 2
-MODEL_NAMES = {MODEL_CONST: "const", MODEL_TABLES: "tables", MODEL_PARAM: "param"}
+MODEL_CONST, MODEL_TABLES, MODEL_PARAM, MODEL_GRID, MODEL_REFS = 0, 1, 2, 3, 4
+MODEL_NAMES = {MODEL_CONST: "const", MODEL_TABLES: "tables", MODEL_PARAM: "param", MODEL_GRID: "grid",
+               MODEL_REFS: "grid-refs"}
 
 
 def header(model: int, lo: int, hi: int) -> BlobWriter:

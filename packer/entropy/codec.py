@@ -3,9 +3,11 @@
 Owns how a section's raw bytes and params map onto a code matrix: int8 sections with
 params {"dtype": "int8", "shape": [rows, ...], "bits": b} are coded as a [rows, cols] matrix of codes in
 [-(2^(b-1)-1), 2^(b-1)-1]; any other dtype is coded as byte planes (one row per byte of the element, so an
-fp16 scale's high and low bytes get their own statistics). Option {"prefer": "size" | "speed"} for "ans"
-("speed" keeps to categorical tables, which decode several times faster). packer/codecs.py registers
-these functions. Must not import torch.
+fp16 scale's high and low bytes get their own statistics). Option {"prefer": "speed" | "size"} for "ans"
+codes: "speed" (the default) is the grid model fitted in one pass (tens of millions of codes per second
+both ways); "size" also tries every older model and keeps the smallest blob (slower to encode, and slower
+to decode when a parametric model wins). Byte planes always use categorical tables. packer/codecs.py
+registers these functions. Must not import torch.
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ def _from_matrix(X: np.ndarray, params: dict) -> bytes:
 
 def ans_encode(raw: bytes, params: dict) -> bytes:
     X, _ = _to_matrix(raw, params)
-    prefer = params.get("prefer", "size")
-    if params.get("dtype", "uint8") != "int8" and prefer not in em.PREFER:
+    prefer = params.get("prefer", "speed")
+    if prefer not in em.PREFER:
         raise CodecError(f"ans option prefer={prefer!r}; use one of {em.PREFER}")
     if params.get("dtype", "uint8") != "int8":
-        prefer = "speed"                     # bytes of floats: parametric models of codes do not apply
+        return em.encode_planes(X)           # bytes of floats: models of codes do not apply
     return em.encode_codes(X, prefer)
 
 

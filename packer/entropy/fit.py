@@ -287,7 +287,7 @@ def quantize_counts(counts: np.ndarray, prec: int) -> np.ndarray:
     return np.where(counts > 0, np.maximum(q, 1), 0)
 
 
-def _varint_len(v: np.ndarray) -> np.ndarray:
+def varint_len(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.int64)
     n = np.ones(v.shape, np.int64)
     for shift in (7, 14, 21, 28, 35):
@@ -316,11 +316,11 @@ def table_probabilities(bin_counts: np.ndarray, bins: np.ndarray, sizes: np.ndar
     return np.asarray(bin_counts, np.float64)[bins] / sizes[bins].astype(np.float64)
 
 
-def _layout_bits(binned: np.ndarray, sizes: np.ndarray, prec: int) -> float:
+def layout_bits(binned: np.ndarray, sizes: np.ndarray, prec: int) -> float:
     q = quantize_counts(binned, prec)
     logp = np.log2(np.maximum(q, 1) / np.maximum(q.sum(1, keepdims=True), 1))
     bits = float(np.where(binned > 0, binned * (np.log2(sizes)[None, :] - logp), 0.0).sum())
-    return bits + 8 * float(_varint_len(q).sum())
+    return bits + 8 * float(varint_len(q).sum())
 
 
 def choose_table_layout(tables: np.ndarray, lo: int, hi: int) -> tuple[int, int, int]:
@@ -336,12 +336,12 @@ def choose_table_layout(tables: np.ndarray, lo: int, hi: int) -> tuple[int, int,
                 break
             bins, sizes = bin_layout(lo, hi, bool(fold), width)
             binned = np.stack([np.bincount(bins, weights=t, minlength=sizes.size) for t in tables]).astype(np.int64)
-            ranked.append((_layout_bits(binned, sizes, mid), fold, width, binned, sizes))
+            ranked.append((layout_bits(binned, sizes, mid), fold, width, binned, sizes))
     ranked.sort(key=lambda t: (t[0], t[1], t[2]))
     best, best_bits = (0, 1, 0), math.inf
     for _, fold, width, binned, sizes in ranked[:3]:
         for prec in precs:
-            bits = _layout_bits(binned, sizes, prec)
+            bits = layout_bits(binned, sizes, prec)
             if bits < best_bits - 1e-9:
                 best, best_bits = (fold, width, prec), bits
     return best

@@ -6,9 +6,14 @@ models), then one constriction ANS stream (little-endian u32 words) holding side
   tables - K categorical tables with stored (binned, scaled) counts, one chosen per row (K = 1 is the
            per-tensor histogram); rows are grouped by hard EM.
   param  - per-code quantized Gaussian / Laplace with row, column and row-reference parameters
-           (packer/entropy/param.py).
-`encode_codes` tries the candidates and keeps the smallest blob (first wins ties), so equal input gives
-equal bytes. Decoding allocates only what the caller's shape allows, checks every header field, and
+           (packer/entropy/param.py); decodes at a few million codes per second.
+  grid   - row and column scale groups, one parametric or stored distribution per context, coded in blocks
+           of one context, several codes per symbol (packer/entropy/grid.py); tens of millions per second.
+  grid-refs - rows that are near-copies of an earlier row stored as residuals of their prediction: a
+           grid (or const) blob of the base rows and one of the residuals (packer/entropy/refs.py).
+`encode_codes(X, "speed")` (the default) fits the grid model in one pass over the codes and encodes it once;
+`"size"` also encodes every older candidate and a wider grid search and keeps the smallest blob (first wins
+ties). Both give equal bytes for equal input. Decoding allocates only what the caller's shape allows, checks every header field, and
 raises CodecError when the stream is not used up exactly. FORMAT.md "The `ans` blob" is the layout.
 Must not import torch.
 """
@@ -23,7 +28,9 @@ import numpy as np
 from common.errors import CodecError
 from packer.entropy import blob as io
 from packer.entropy import fit
+from packer.entropy import grid as ans_grid
 from packer.entropy import param as ans_param
+from packer.entropy import refs as ans_refs
 
 MAX_TABLES = 64
 GROUP_CHOICES = (2, 4, 8, 16)
@@ -31,7 +38,9 @@ MAX_ROW_TABLES = 8               # at most this many rows may each get their own
 MAX_HISTOGRAM_CELLS = 1 << 26    # row groups need rows x alphabet histogram cells; beyond this they are skipped
 PREFER = ("size", "speed")
 Ans = constriction.stream.stack.AnsCoder
-MODEL_CONST, MODEL_TABLES, MODEL_PARAM = io.MODEL_CONST, io.MODEL_TABLES, io.MODEL_PARAM
+MODEL_CONST, MODEL_TABLES, MODEL_PARAM, MODEL_GRID, MODEL_REFS = (io.MODEL_CONST, io.MODEL_TABLES, io.MODEL_PARAM,
+                                                                  io.MODEL_GRID, io.MODEL_REFS)
+SUB_MODELS = (MODEL_CONST, MODEL_GRID)     # what the parts of a grid-refs blob may be
 MODEL_NAMES = io.MODEL_NAMES
 
 
@@ -116,11 +125,11 @@ def _decode_tables(r: io.BlobReader, lo: int, hi: int, R: int, C: int, what: str
 
 
 # --- public ----------------------------------------------------------------------------------------------
-def _read_start(stored: bytes, R: int, C: int, bounds: tuple[int, int], what: str):
+def _read_start(stored: bytes, R: int, C: int, bounds: tuple[int, int], what: str, allowed=None):
     r = io.BlobReader(stored, what)
     model = r.u8("model")
-    if model not in MODEL_NAMES:
-        raise r._fail("model", f"unknown ANS model id {model}")
+    if model not in (MODEL_NAMES if allowed is None else allowed):
+        raise r._fail("model", f"ANS model id {model} is unknown or not allowed here")
     lo = r.u8("lo") - 128
     if model == MODEL_CONST:
         if r.u8("check") != (lo + 128) ^ 0xFF:
@@ -136,16 +145,29 @@ def _read_start(stored: bytes, R: int, C: int, bounds: tuple[int, int], what: st
     return r, model, lo, hi
 
 
+def _resid_bounds(lo: int, hi: int) -> tuple[int, int]:
+    A = hi - lo + 1
+    return -(A // 2), A - 1 - A // 2
+
+
 def decode_codes(stored: bytes, R: int, C: int, bounds: tuple[int, int] = (-128, 127),
-                 what: str = "ans section") -> np.ndarray:
+                 what: str = "ans section", allowed=None) -> np.ndarray:
     """int8 [R, C] codes from an ANS blob; CodecError on anything malformed."""
-    r, model, lo, hi = _read_start(stored, R, C, bounds, what)
+    r, model, lo, hi = _read_start(stored, R, C, bounds, what, allowed)
     if model == MODEL_CONST:
         if r.pos != len(stored):
             raise r._fail("end", "bytes after a constant blob")
         return np.full((R, C), lo, np.int8)
     if model == MODEL_TABLES:
         return _decode_tables(r, lo, hi, R, C, what)
+    if model == MODEL_GRID:
+        return ans_grid.decode(r, lo, hi, R, C, what)
+    if model == MODEL_REFS:
+        refs, base, resid = ans_refs.split(stored, R, what)
+        n_ref = int((refs.parent >= 0).sum())
+        xb = decode_codes(base, R - n_ref, C, (lo, hi), what + " base rows", SUB_MODELS)
+        xr = decode_codes(resid, n_ref, C, _resid_bounds(lo, hi), what + " residual rows", SUB_MODELS)
+        return ans_refs.assemble(refs, xb, xr, lo, hi, what)
     return ans_param.decode(r, lo, hi, R, C, what)
 
 
@@ -155,6 +177,16 @@ def describe_codes(stored: bytes, R: int, C: int, bounds: tuple[int, int] = (-12
     r, model, lo, hi = _read_start(stored, R, C, bounds, what)
     if model == MODEL_CONST:
         return {"model": "const", "model_bytes": len(stored), "header_bytes": len(stored), "side_bits": 0}
+    if model == MODEL_REFS:
+        refs, base, resid = ans_refs.split(stored, R, what)
+        n_ref = int((refs.parent >= 0).sum())
+        db = describe_codes(base, R - n_ref, C, (lo, hi), what)
+        dr = describe_codes(resid, n_ref, C, _resid_bounds(lo, hi), what)
+        own = len(stored) - len(base) - len(resid)
+        return {"model": f"{ans_refs.describe_name(refs)}[{db['model']}|{dr['model']}]",
+                "model_bytes": own + db["model_bytes"] + dr["model_bytes"],
+                "header_bytes": own + db["header_bytes"] + dr["header_bytes"],
+                "side_bits": db["side_bits"] + dr["side_bits"]}
     if model == MODEL_TABLES:
         tables, side = _read_tables(r, lo, hi, R, C)
         header = r.pos
@@ -163,6 +195,10 @@ def describe_codes(stored: bytes, R: int, C: int, bounds: tuple[int, int] = (-12
         io.decode_side(coder, side, R, what)
         side_bits = start - coder.num_valid_bits()
         name = "cat" if len(tables) == 1 else f"tables{len(tables)}"
+    elif model == MODEL_GRID:
+        gf, _, side_bits = ans_grid.read_fit(r, lo, hi, R, C, what)
+        header = r.pos
+        name = ans_grid.describe_name(gf)
     else:
         pf, _, side_bits = ans_param.read_sides(r, R, C, what)
         header = r.pos
@@ -173,15 +209,15 @@ def describe_codes(stored: bytes, R: int, C: int, bounds: tuple[int, int] = (-12
             "side_bits": int(side_bits)}
 
 
-def encode_codes(X: np.ndarray, prefer: str = "size") -> bytes:
-    """The smallest ANS blob for int codes X [R, C] among the candidate models (deterministic)."""
-    if prefer not in PREFER:
-        raise CodecError(f"ans option prefer={prefer!r}; use one of {PREFER}")
-    X = np.ascontiguousarray(X, np.int8)
+def _fit():
+    """The fast models' encoder side (not part of the counted runtime code, so imported here)."""
+    from packer.entropy import grid_encode
+
+    return grid_encode
+
+
+def _table_candidates(X: np.ndarray, lo: int, hi: int) -> list[bytes]:
     R = X.shape[0]
-    if X.size == 0 or int(X.min()) == int(X.max()):
-        return _encode_const(X)
-    lo, hi = int(X.min()), int(X.max())
     blobs = [_encode_tables(X, lo, hi, np.zeros(R, np.int64))]
     if 2 <= R <= MAX_ROW_TABLES:              # a few long rows (byte planes): one table each
         blobs.append(_encode_tables(X, lo, hi, np.arange(R)))
@@ -192,6 +228,53 @@ def encode_codes(X: np.ndarray, prefer: str = "size") -> bytes:
                 labels = fit.fit_groups(H, k)
                 if labels.max() > 0:
                     blobs.append(_encode_tables(X, lo, hi, labels))
-    if prefer == "size":
-        blobs += [ans_param.encode(X, lo, hi, pf) for pf in ans_param.search(X, lo, hi)]
-    return min(blobs, key=len)
+    return blobs
+
+
+def encode_codes(X: np.ndarray, prefer: str = "speed") -> bytes:
+    """An ANS blob for int codes X [R, C] (deterministic). "speed": the grid model fitted in one pass over
+    the codes; "size": the smallest of every model's candidates, a wider grid search included."""
+    if prefer not in PREFER:
+        raise CodecError(f"ans option prefer={prefer!r}; use one of {PREFER}")
+    X = np.ascontiguousarray(X, np.int8)
+    if X.size == 0 or int(X.min()) == int(X.max()):
+        return _encode_const(X)
+    lo, hi = int(X.min()), int(X.max())
+    if prefer == "speed":
+        blobs = [_grid_blob(X)]
+        R, C = X.shape
+        if R * R * C <= _fit().MAX_SEARCH_CELLS and _fit().worth_searching(X):
+            blobs.append(_refs_blob(X, lo, hi))
+        return min((b for b in blobs if b is not None), key=len)
+    blobs = _table_candidates(X, lo, hi)
+    blobs += [ans_param.encode(X, lo, hi, pf) for pf in ans_param.search(X, lo, hi)]
+    blobs.append(_grid_blob(X, exhaustive=True))
+    blobs.append(_refs_blob(X, lo, hi, exhaustive=True))
+    return min((b for b in blobs if b is not None), key=len)
+
+
+def _grid_blob(X: np.ndarray, exhaustive: bool = False) -> bytes:
+    """const or grid blob of X (a part of a grid-refs blob, or a whole section)."""
+    if X.size == 0 or int(X.min()) == int(X.max()):
+        return _encode_const(X)
+    lo, hi = int(X.min()), int(X.max())
+    if exhaustive:
+        return _fit().encode_grid(X, lo, hi, _fit().search(X, lo, hi, _fit().FIT_STEPS, 4, exhaustive=True)[1])
+    return _fit().encode_grid(X, lo, hi, _fit().search(X, lo, hi)[1])
+
+
+def _refs_blob(X: np.ndarray, lo: int, hi: int, exhaustive: bool = False) -> bytes | None:
+    refs = _fit().fit_refs(X, lo, hi)
+    if refs is None:
+        return None
+    base = np.ascontiguousarray(X[refs.parent < 0])
+    resid = _fit().residuals(X, refs, lo, hi)
+    return _fit().encode_parts(refs, _grid_blob(base, exhaustive), _grid_blob(resid, exhaustive), lo, hi)
+
+
+def encode_planes(X: np.ndarray) -> bytes:
+    """An ANS blob for byte planes (rows of (byte - 128) of wider elements): categorical tables only."""
+    X = np.ascontiguousarray(X, np.int8)
+    if X.size == 0 or int(X.min()) == int(X.max()):
+        return _encode_const(X)
+    return min(_table_candidates(X, int(X.min()), int(X.max())), key=len)
