@@ -26,6 +26,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 import argparse
+import ast
 import json
 import lzma
 import platform
@@ -48,8 +49,8 @@ import entropy_sets
 from packer import codecs
 from packer.code_bytes import RUNTIME_MODULES, count_code
 from packer.entropy import codec as ans_codec
+from packer.entropy import encode as ans_encode
 from packer.entropy import models as em
-from packer.entropy import param as ans_param
 from quant import primitives as P
 
 BASE_COMMIT = "7de16f3"          # the last commit before the grid models: its packer/entropy is "without"
@@ -80,11 +81,11 @@ def _old(size: bool):
     def enc(codes, bits):
         X = np.ascontiguousarray(codes, np.int8)
         if X.size == 0 or int(X.min()) == int(X.max()):
-            return em._encode_const(X)
+            return ans_encode._encode_const(X)
         lo, hi = int(X.min()), int(X.max())
-        blobs = em._table_candidates(X, lo, hi)
+        blobs = ans_encode._table_candidates(X, lo, hi)
         if size:
-            blobs += [ans_param.encode(X, lo, hi, pf) for pf in ans_param.search(X, lo, hi)]
+            blobs += [ans_encode.encode_param(X, lo, hi, pf) for pf in ans_encode.search_param(X, lo, hi)]
         return min(blobs, key=len)
 
     return enc, _codec("ans")[1]
@@ -264,23 +265,31 @@ def timing_16m(bits: int = 6) -> dict:
 
 
 def counted_code() -> dict:
-    """Counted runtime code (packer.code_bytes) now, and with packer/entropy as at BASE_COMMIT (no grid models)."""
+    """Counted runtime code (packer.code_bytes): now, and with the runtime modules and packer/entropy as at
+    BASE_COMMIT (before the grid models; the other modules as they are now)."""
     now = count_code().compressed_bytes
-    out = {"with_grid_models": now, "base_commit": BASE_COMMIT}
+    out = {"with_grid_models": now, "base_commit": BASE_COMMIT, "modules": list(RUNTIME_MODULES)}
+
+    def show(path: str) -> bytes:
+        return subprocess.run(["git", "show", f"{BASE_COMMIT}:{path}"], cwd=ROOT, capture_output=True,
+                              check=True).stdout
+
     try:
+        tree = ast.parse(show("packer/code_bytes.py"))
+        base_list = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                         and getattr(n.targets[0], "id", "") == "RUNTIME_MODULES")
         blob = bytearray()
-        for name in RUNTIME_MODULES:
-            if name in NEW_MODULES:
-                continue
-            if name.startswith("packer/entropy/"):
-                data = subprocess.run(["git", "show", f"{BASE_COMMIT}:{name}"], cwd=ROOT, capture_output=True,
-                                      check=True).stdout
-            else:
-                data = (ROOT / name).read_bytes()
+        for name in base_list:
+            data = show(name) if name.startswith("packer/entropy/") else (ROOT / name).read_bytes()
             blob += f"{name}\n{len(data)}\n".encode() + data
         out["without_grid_models"] = len(lzma.compress(bytes(blob), preset=9 | lzma.PRESET_EXTREME))
         out["extra_bytes"] = now - out["without_grid_models"]
-    except (OSError, subprocess.CalledProcessError) as exc:
+        grid_only = bytearray()
+        for name in NEW_MODULES:
+            data = (ROOT / name).read_bytes()
+            grid_only += f"{name}\n{len(data)}\n".encode() + data
+        out["grid_decoder_alone"] = len(lzma.compress(bytes(grid_only), preset=9 | lzma.PRESET_EXTREME))
+    except (OSError, subprocess.CalledProcessError, StopIteration, ValueError) as exc:
         out["without_grid_models"] = None
         out["note"] = f"git history unavailable ({exc}); the 'without' count needs commit {BASE_COMMIT}"
     return out
@@ -371,9 +380,11 @@ def markdown(rep: dict) -> str:
             L.append(f"| {k} | {v['bytes']:,} | {v['encode_s']} | {v['decode_s']} | {v['encode_msym_s']} | "
                      f"{v['decode_msym_s']} |")
     c = rep["code"]
-    L += ["", f"Counted runtime code (packer.code_bytes, lzma): {c['with_grid_models']:,} B with the grid models, "
-              f"{c['without_grid_models']:,} B with packer/entropy as at {c['base_commit']} "
-              f"(+{c['extra_bytes']:,} B)." if c.get("without_grid_models") else
+    L += ["", f"Counted runtime code (packer.code_bytes, lzma): {c['with_grid_models']:,} B now, "
+              f"{c['without_grid_models']:,} B with the runtime list and packer/entropy as at {c['base_commit']} "
+              f"({c['extra_bytes']:+,} B: the grid decoders, grid.py + refs.py, are {c['grid_decoder_alone']:,} B "
+              f"alone, and the encoders -- encode.py, fit.py, grid_encode.py -- no longer count, as no encoder is "
+              f"needed to read an artifact)." if c.get("without_grid_models") else
           f"Counted runtime code: {c['with_grid_models']:,} B ({c.get('note')})."]
     if rep.get("net_gain"):
         L += ["", ("Net gain on a 16,000,000-byte artifact whose codes code like each set (bytes saved by the "

@@ -18,9 +18,10 @@ from common.errors import UsageError
 RUNTIME_MODULES = (
     "common/__init__.py", "common/errors.py",
     "packer/__init__.py", "packer/constants.py", "packer/manifest.py", "packer/codecs.py", "packer/reader.py",
-    # packer/codecs.py imports the ANS codec at module level, and it imports these:
+    # packer/codecs.py imports the ANS codec at module level, and it imports these (its encoders -- encode.py,
+    # fit.py, grid_encode.py -- are imported only when encoding, and no encoder is needed to read):
     "packer/entropy/__init__.py", "packer/entropy/codec.py", "packer/entropy/models.py",
-    "packer/entropy/blob.py", "packer/entropy/param.py", "packer/entropy/fit.py",
+    "packer/entropy/blob.py", "packer/entropy/param.py", "packer/entropy/exact.py",
     "packer/entropy/grid.py", "packer/entropy/refs.py",
     "quant/__init__.py", "quant/primitives.py", "quant/formats.py", "quant/unpack.py",
     "core/__init__.py", "core/config.py", "core/layers.py", "core/model.py",

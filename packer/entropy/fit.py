@@ -1,10 +1,11 @@
-"""Fitting the entropy models' parameters to integer codes (encoder side only; pure numpy).
+"""Fitting the entropy models' parameters to integer codes (encoder side only; pure numpy; never needed to
+read an artifact, so not part of the counted runtime code).
 
-Owns: the exact sigma grid shared with the decoder (`sigma_for_index`), the bit-cost tables of constriction's
+Owns: the bit-cost tables of constriction's
 quantized Gaussian/Laplace *as constriction really defines them* (the tail mass beyond the range goes to the
 two boundary symbols, it is not renormalised), coordinate-descent fits of per-row / per-column spreads and
 per-column means, near-duplicate row clusters, hard-EM row groups for categorical tables, and histogram
-precision choice. Nothing here is needed to decode except `sigma_for_index` and `ref_means4`.
+precision choice. What the decoder shares (sigma grid, ref means and waves, table bins) is in exact.py.
 Must not import torch or touch blob bytes.
 """
 
@@ -15,28 +16,22 @@ import math
 
 import numpy as np
 
-# sigma = 2^(k/8) for integer k in [K_MIN, K_MAX]; computed exactly (ldexp of 8 literals), so encoder and
-# decoder on any platform get bit-identical float64 parameters.
-K_MIN, K_MAX = -40, 72
+from packer.entropy.exact import (  # noqa: F401 - re-exported for the encoders
+    K_MAX,
+    K_MIN,
+    SHAPES,
+    bin_layout,
+    ref_means4,
+    ref_waves,
+    sigma_for_index,
+    table_probabilities,
+)
+
 NK = K_MAX - K_MIN + 1
-_OCTAVE = np.array([1.0, 1.0905077326652577, 1.189207115002721, 1.2968395546510096, 1.4142135623730951,
-                    1.5422108254079407, 1.681792830507429, 1.8340080864093424])
 D_MAX = 4 * 255            # |4*x - mean4| for any two int8 values
 ND = 2 * D_MAX + 1
 MIN_PROB_BITS = 24.0       # constriction's default models give every symbol at least 2^-24
 COST_QUANTUM = 4096.0      # cost-table resolution: 1/4096 bit
-SHAPES = ("gauss", "laplace")
-
-
-def sigma_for_index(k: np.ndarray) -> np.ndarray:
-    k = np.asarray(k, np.int64)
-    return np.ldexp(_OCTAVE[k % 8], (k // 8).astype(np.int32))
-
-
-def ref_means4(beta16: np.ndarray, base_codes: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Means (in quarter code units) of rows predicted from a base row: round(beta * x_base), integer math."""
-    m4 = (beta16.astype(np.int64)[:, None] * base_codes.astype(np.int64) * 4 + 8) // 16
-    return np.clip(m4, 4 * lo, 4 * hi)
 
 
 # --- cost tables ---------------------------------------------------------------------------------------------
@@ -237,14 +232,6 @@ def find_parents(X: np.ndarray, min_corr: float = 0.8) -> np.ndarray:
     return parent
 
 
-def ref_waves(parent: np.ndarray) -> np.ndarray:
-    """Decode wave of every row: 0 for base rows, 1 + the parent's wave for predicted rows (parent < row)."""
-    wave = np.zeros(parent.size, np.int64)
-    for i in np.flatnonzero(parent >= 0).tolist():
-        wave[i] = wave[parent[i]] + 1
-    return wave
-
-
 # --- categorical tables ----------------------------------------------------------------------------------------
 def row_histograms(X: np.ndarray, lo: int, hi: int) -> np.ndarray:
     R = X.shape[0]
@@ -296,24 +283,6 @@ def varint_len(v: np.ndarray) -> np.ndarray:
 
 
 BIN_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 255)
-
-
-def bin_layout(lo: int, hi: int, fold: bool, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bin of each symbol lo..hi, symbols per bin) of a piecewise-constant table: bins of `width` codes,
-    over the code itself or (fold) over |code| with 0 alone, so a bin's mass is shared by its symbols."""
-    sym = np.arange(lo, hi + 1)
-    if fold:
-        m = np.abs(sym)
-        b = np.where(m == 0, 0, 1 + (m - 1) // width)
-    else:
-        b = (sym - lo) // width
-    _, b = np.unique(b, return_inverse=True)           # dense bin numbers: no empty bins
-    return b, np.bincount(b)
-
-
-def table_probabilities(bin_counts: np.ndarray, bins: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Per-symbol float64 weights for constriction (exact IEEE division: identical on every platform)."""
-    return np.asarray(bin_counts, np.float64)[bins] / sizes[bins].astype(np.float64)
 
 
 def layout_bits(binned: np.ndarray, sizes: np.ndarray, prec: int) -> float:

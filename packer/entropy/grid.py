@@ -10,9 +10,8 @@ codes block by block, block (u, v) being rows of group u times columns of group 
 small, g consecutive codes of a block are one symbol of A^g (a product table), which is what makes
 decoding fast: a tensor is a few dozen vectorised constriction calls. FORMAT.md "The `ans` blob", model 3.
 
-Owns this model's layout, its exact bounded decoder, and the encoder's fit: one pass over the codes builds
-a histogram per (row group, column group, code) on the finest grid; every coarser variant and every
-per-context parameter is then chosen from those counts by estimated bytes. Must not import torch.
+Owns this model's layout and its exact bounded decoder; the encoder (fit and writer) is
+packer/entropy/grid_encode.py. Must not import torch.
 """
 
 from __future__ import annotations
@@ -26,16 +25,17 @@ import numpy as np
 
 from common.errors import CodecError
 from packer.entropy import blob as io
-from packer.entropy import fit
+from packer.entropy import exact
 
 MAX_GROUPS = 64                 # row groups and column groups each
 MAX_CONTEXTS = 64               # a + b spans at most this many contexts
-S_MIN, S_MAX = -24, 88          # sigma index s: sigma = 2^(s/8) (fit.sigma_for_index), 0.125 .. 2048
+S_MIN, S_MAX = -24, 88          # sigma index s: sigma = 2^(s/8) (exact.sigma_for_index), 0.125 .. 2048
 N_BLEND = 9                     # shape l: blend (l mod 9)/8 of Laplace into Gaussian; l >= 9 lumps the tails
 N_SHAPES = 2 * N_BLEND
 TUPLE_CELLS = 4096              # g codes per symbol only while A^g stays within this
 MAX_TUPLE = 4
 FLOOR = 2.0 ** -400             # weights never fall below this: products of two stay normal floats
+EXT = 255                       # weights are defined for |x| <= EXT; lumped tails run to it
 SQRT2 = 1.4142135623730951
 Ans = constriction.stream.stack.AnsCoder
 
@@ -49,33 +49,40 @@ def _exp_neg(h: np.ndarray) -> np.ndarray:
     return q
 
 
-@functools.lru_cache(maxsize=8)
-def shape_weights(lo: int, hi: int) -> np.ndarray:
-    """Read-only float64 weights [S_MAX - S_MIN + 1, N_SHAPES, hi - lo + 1] of every (sigma, shape) pair."""
+@functools.lru_cache(maxsize=1)
+def _weight_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(w [EXT + 1, n], below [2 EXT + 1, n], above [2 EXT + 1, n]) for the n = (S_MAX - S_MIN + 1) * N_BLEND
+    (sigma, blend) pairs, computed once: w(x) = q1^x q2^(x^2); below[x + EXT] = the sum of w(|t|) for t from
+    -EXT up to x - 1, ascending; above[x + EXT] = the sum for t from EXT down to x + 1, descending."""
     s = np.repeat(np.arange(S_MIN, S_MAX + 1), N_BLEND)
     lam = np.tile(np.arange(N_BLEND, dtype=np.float64) / (N_BLEND - 1), S_MAX - S_MIN + 1)
-    sig = fit.sigma_for_index(s)
+    sig = exact.sigma_for_index(s)
     q1 = _exp_neg(lam * SQRT2 / sig)
     q2 = _exp_neg((1.0 - lam) / (2.0 * sig * sig))
-    m = max(-lo, hi, 1)
-    ext = 2 * m + 1                                  # lumped tails: the mass of |x| in (range edge, 2m + 1]
-    w = np.empty((ext + 1, s.size))
+    w = np.empty((EXT + 1, s.size))
     cur, step, q22 = np.ones(s.size), q1 * q2, q2 * q2
-    for x in range(ext + 1):                         # w(x) = q1^x q2^(x^2), x = 0..ext, fixed order
+    for x in range(EXT + 1):                         # fixed order: one IEEE operation per step
         w[x] = cur
         cur = np.maximum(cur * step, FLOOR)
         step = np.maximum(step * q22, FLOOR)
-    xs = np.arange(lo, hi + 1)
-    plain = w[np.abs(xs)]                            # [A, n]
-    below = np.zeros(s.size)
-    above = np.zeros(s.size)
-    for x in range(-ext, lo):                        # tails summed in ascending x, element-wise adds only
-        below = below + w[abs(x)]
-    for x in range(hi + 1, ext + 1):
-        above = above + w[abs(x)]
+    below = np.zeros((2 * EXT + 1, s.size))
+    above = np.zeros((2 * EXT + 1, s.size))
+    for i in range(1, 2 * EXT + 1):                  # index i is x = i - EXT: the tails of every range edge
+        below[i] = below[i - 1] + w[abs(i - 1 - EXT)]
+    for i in range(2 * EXT - 1, -1, -1):
+        above[i] = above[i + 1] + w[abs(i + 1 - EXT)]
+    return w, below, above
+
+
+@functools.lru_cache(maxsize=32)
+def shape_weights(lo: int, hi: int) -> np.ndarray:
+    """Read-only float64 weights [S_MAX - S_MIN + 1, N_SHAPES, hi - lo + 1] of every (sigma, shape) pair:
+    w(|x|), and for the lumped shapes the tails beyond lo and hi (to |x| = EXT) added to the edge codes."""
+    w, below, above = _weight_table()
+    plain = w[np.abs(np.arange(lo, hi + 1))]         # [A, n]
     lumped = plain.copy()
-    lumped[0] = lumped[0] + below
-    lumped[-1] = lumped[-1] + above
+    lumped[0] = lumped[0] + below[lo + EXT]
+    lumped[-1] = lumped[-1] + above[hi + EXT]
     out = np.stack([plain.T, lumped.T], 1)           # [n, 2, A]
     out = out.reshape(S_MAX - S_MIN + 1, N_BLEND, 2, -1).transpose(0, 2, 1, 3).reshape(
         S_MAX - S_MIN + 1, N_SHAPES, -1)
@@ -127,9 +134,9 @@ def context_weights(gf: GridFit, lo: int, hi: int) -> list[np.ndarray]:
     """Float64 weights per context (exactly what encoder and decoder give constriction)."""
     K = gf.contexts
     out: list[np.ndarray | None] = [None] * K
-    bins, sizes = fit.bin_layout(lo, hi, bool(gf.layout[0]), gf.layout[1])
+    bins, sizes = exact.bin_layout(lo, hi, bool(gf.layout[0]), gf.layout[1])
     for k, q in zip(gf.table_ctx, gf.table_counts):
-        out[k] = fit.table_probabilities(np.asarray(q, np.int64), bins, sizes)
+        out[k] = exact.table_probabilities(np.asarray(q, np.int64), bins, sizes)
     params = [k for k in range(K) if out[k] is None]
     W = shape_weights(lo, hi)
     for k, s, l in zip(params, gf.sigma.tolist(), gf.shape.tolist()):
@@ -209,7 +216,7 @@ def read_header(r: io.BlobReader, lo: int, hi: int, R: int, C: int):
         layout = (r.u8("grid.fold"), r.u8("grid.width"), r.u8("grid.precision"))
         if layout[0] > 1 or layout[1] == 0 or layout[2] > 40:
             raise r._fail("grid.layout", f"fold {layout[0]}, bin width {layout[1]}, precision {layout[2]}")
-        _, sizes = fit.bin_layout(lo, hi, bool(layout[0]), layout[1])
+        _, sizes = exact.bin_layout(lo, hi, bool(layout[0]), layout[1])
         tabs = []
         for _ in range(T):
             q = tuple(r.varint("grid.count", io.MAX_COUNT) for _ in range(sizes.size))

@@ -37,7 +37,7 @@ from packer.entropy.grid import (
     context_models,
     shape_weights,
 )
-from packer.entropy.refs import MAX_BETA, Refs, predict
+from packer.entropy.refs import MAX_BETA, MAX_WAVES, Refs, predict
 
 FIT_STEPS = (1, 2, 4, 8)        # row / column groups span 1/8, 1/4, 1/2 or 1 octave of RMS
 Ans = constriction.stream.stack.AnsCoder
@@ -48,14 +48,28 @@ PROBE_MIN_HITS = 2              # hits needed before searching all rows
 MAX_SEARCH_CELLS = 1 << 31      # R * R * C multiply-adds at most for the full search in the fast mode
 
 
-@functools.lru_cache(maxsize=8)
-def shape_bits(lo: int, hi: int) -> np.ndarray:
-    """Bits [S * N_SHAPES, A] of each code under every parametric candidate (encoder-side estimates)."""
-    w = shape_weights(lo, hi).reshape(-1, hi - lo + 1)
-    p = w / w.sum(1, keepdims=True)
-    bits = -np.log2(np.maximum(p, 2.0 ** -24))
-    bits.setflags(write=False)
-    return bits
+class _Bits:
+    """Bits of each code under the parametric candidates of one sigma index, computed on first use."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.rows: dict[int, np.ndarray] = {}
+
+    def get(self, sidx: np.ndarray) -> np.ndarray:
+        """[..., N_SHAPES, A] bits for the sigma rows `sidx` (indices from S_MIN)."""
+        need = [int(i) for i in np.unique(sidx) if int(i) not in self.rows]
+        if need:
+            w = shape_weights(self.lo, self.hi)[need]
+            p = w / w.sum(-1, keepdims=True)
+            bits = -np.log2(np.maximum(p, 2.0 ** -24))
+            self.rows.update(zip(need, bits))
+        flat = np.stack([self.rows[int(i)] for i in sidx.reshape(-1)])
+        return flat.reshape(*sidx.shape, *flat.shape[1:])
+
+
+@functools.lru_cache(maxsize=32)
+def shape_bits(lo: int, hi: int) -> _Bits:
+    return _Bits(lo, hi)
 
 
 def tuple_size(A: int, n: int) -> int:
@@ -131,15 +145,14 @@ def _ctx_hist(Hf: np.ndarray, ru: np.ndarray, cv: np.ndarray) -> np.ndarray:
 def _best_params(H: np.ndarray, lo: int, hi: int, window: int = SIGMA_WINDOW):
     """(sigma index, shape, estimated bits) per context: the parametric candidate with the fewest bits, sigma
     searched within `window` indices of the context's RMS."""
-    A = hi - lo + 1
     K = H.shape[0]
-    bits = shape_bits(lo, hi).reshape(S_MAX - S_MIN + 1, N_SHAPES, A)
+    bits = shape_bits(lo, hi)
     n = H.sum(1)
     xs = np.arange(lo, hi + 1, dtype=np.float64)
     ms = (H @ (xs * xs)) / np.maximum(n, 1) + 0.25
     s0 = np.clip(np.round(4.0 * np.log2(ms)).astype(np.int64), S_MIN + window, S_MAX - window)
     sidx = s0[:, None] + np.arange(-window, window + 1)[None, :] - S_MIN                  # [K, W]
-    cost = np.einsum("kwla,ka->kwl", bits[sidx], H.astype(np.float64))                 # [K, W, N_SHAPES]
+    cost = np.einsum("kwla,ka->kwl", bits.get(sidx), H.astype(np.float64))             # [K, W, N_SHAPES]
     flat = cost.reshape(K, -1)
     j = flat.argmin(1)
     best = flat[np.arange(K), j]
@@ -210,8 +223,9 @@ def _table_layout(tables: np.ndarray, lo: int, hi: int) -> tuple[int, int, int]:
             ranked.append((fit.layout_bits(binned, sizes, mid), fold, width, binned, sizes))
     ranked.sort(key=lambda t: (t[0], t[1], t[2]))
     best, best_bits = (ranked[0][1], ranked[0][2], mid), ranked[0][0]
+    k = precs.index(mid)
     for _, fold, width, binned, sizes in ranked[:2]:
-        for prec in precs:
+        for prec in precs[max(0, k - 2):k + 3]:
             bits = fit.layout_bits(binned, sizes, prec)
             if bits < best_bits - 1e-9:
                 best, best_bits = (fold, width, prec), bits
@@ -344,8 +358,16 @@ def fit_refs(X: np.ndarray, lo: int, hi: int, parent: np.ndarray | None = None) 
         return None
     par = np.full(R, -1, np.int64)
     par[cand[keep]] = parent[cand[keep]]
-    # a kept row's parent may have been dropped as a reference: it is then a base row, which is fine
-    return Refs(par, beta[keep])
+    # a kept row's parent may have been dropped as a reference: it is then a base row, which is fine; rows
+    # deeper than MAX_WAVES references become base rows (ascending order: parents are settled first)
+    depth = np.zeros(R, np.int64)
+    for i in cand[keep].tolist():
+        depth[i] = depth[par[i]] + 1
+        if depth[i] > MAX_WAVES:
+            par[i], depth[i] = -1, 0
+    if not (par >= 0).any():
+        return None
+    return Refs(par, beta[keep][par[cand[keep]] >= 0])
 
 
 # --- writing the blobs ----------------------------------------------------------------------------------------

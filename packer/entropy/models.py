@@ -27,15 +27,12 @@ import numpy as np
 
 from common.errors import CodecError
 from packer.entropy import blob as io
-from packer.entropy import fit
+from packer.entropy import exact
 from packer.entropy import grid as ans_grid
 from packer.entropy import param as ans_param
 from packer.entropy import refs as ans_refs
 
 MAX_TABLES = 64
-GROUP_CHOICES = (2, 4, 8, 16)
-MAX_ROW_TABLES = 8               # at most this many rows may each get their own table
-MAX_HISTOGRAM_CELLS = 1 << 26    # row groups need rows x alphabet histogram cells; beyond this they are skipped
 PREFER = ("size", "speed")
 Ans = constriction.stream.stack.AnsCoder
 MODEL_CONST, MODEL_TABLES, MODEL_PARAM, MODEL_GRID, MODEL_REFS = (io.MODEL_CONST, io.MODEL_TABLES, io.MODEL_PARAM,
@@ -53,38 +50,7 @@ def order0_entropy_bits(codes: np.ndarray) -> float:
     return float(-(n * np.log2(n / c.size)).sum())
 
 
-def _encode_const(X: np.ndarray) -> bytes:
-    v = int(X.flat[0]) if X.size else 0
-    return bytes([MODEL_CONST, v + 128, (v + 128) ^ 0xFF])      # the complement guards the value byte
-
-
 # --- tables ----------------------------------------------------------------------------------------------
-def _encode_tables(X: np.ndarray, lo: int, hi: int, labels: np.ndarray) -> bytes:
-    K = int(labels.max()) + 1
-    A = hi - lo + 1
-    tables = np.stack([np.bincount(X[labels == g].reshape(-1).astype(np.int64) - lo, minlength=A)
-                       for g in range(K)])
-    fold, width, prec = fit.choose_table_layout(tables, lo, hi)
-    bins, sizes = fit.bin_layout(lo, hi, bool(fold), width)
-    w = io.header(MODEL_TABLES, lo, hi)
-    for v in (K, fold, width, prec):
-        w.u8(v)
-    probs = []
-    for t in tables:
-        q = fit.quantize_counts(np.bincount(bins, weights=t, minlength=sizes.size).astype(np.int64), prec)
-        for c in q:
-            w.varint(int(c))
-        probs.append(fit.table_probabilities(q, bins, sizes))
-    side = io.plan_side(labels)
-    io.write_side(w, side)
-    coder = Ans()
-    for g in range(K - 1, -1, -1):
-        sym = X[labels == g].reshape(-1).astype(np.int32) - np.int32(lo)
-        if sym.size:
-            coder.encode_reverse(sym, constriction.stream.model.Categorical(probs[g], perfect=False))
-    if side.kind != io.SIDE_CONST:
-        coder.encode_reverse(side.symbols(labels), side.model())
-    return io.finish(w, coder)
 
 
 def _read_tables(r: io.BlobReader, lo: int, hi: int, R: int, C: int):
@@ -96,13 +62,13 @@ def _read_tables(r: io.BlobReader, lo: int, hi: int, R: int, C: int):
     prec = r.u8("tables.precision")
     if fold > 1 or width == 0 or prec > 40:
         raise r._fail("tables.layout", f"fold {fold}, bin width {width}, precision {prec}")
-    bins, sizes = fit.bin_layout(lo, hi, bool(fold), width)
+    bins, sizes = exact.bin_layout(lo, hi, bool(fold), width)
     tables = []
     for _ in range(K):
         q = np.array([r.varint("tables.count_value", io.MAX_COUNT) for _ in range(sizes.size)], np.int64)
         if q.sum() <= 0:
             raise r._fail("tables.counts", "a table with no mass")
-        tables.append(fit.table_probabilities(q, bins, sizes))
+        tables.append(exact.table_probabilities(q, bins, sizes))
     side = io.read_side(r, "tables.labels", R)
     if side.lo < 0 or side.hi >= K:
         raise r._fail("tables.labels", f"row labels span [{side.lo}, {side.hi}] with {K} tables")
@@ -209,72 +175,18 @@ def describe_codes(stored: bytes, R: int, C: int, bounds: tuple[int, int] = (-12
             "side_bits": int(side_bits)}
 
 
-def _fit():
-    """The fast models' encoder side (not part of the counted runtime code, so imported here)."""
-    from packer.entropy import grid_encode
-
-    return grid_encode
-
-
-def _table_candidates(X: np.ndarray, lo: int, hi: int) -> list[bytes]:
-    R = X.shape[0]
-    blobs = [_encode_tables(X, lo, hi, np.zeros(R, np.int64))]
-    if 2 <= R <= MAX_ROW_TABLES:              # a few long rows (byte planes): one table each
-        blobs.append(_encode_tables(X, lo, hi, np.arange(R)))
-    if R >= 4 and R * (hi - lo + 1) <= MAX_HISTOGRAM_CELLS:
-        H = fit.row_histograms(X, lo, hi)
-        for k in GROUP_CHOICES:
-            if R >= 2 * k:
-                labels = fit.fit_groups(H, k)
-                if labels.max() > 0:
-                    blobs.append(_encode_tables(X, lo, hi, labels))
-    return blobs
-
-
 def encode_codes(X: np.ndarray, prefer: str = "speed") -> bytes:
-    """An ANS blob for int codes X [R, C] (deterministic). "speed": the grid model fitted in one pass over
-    the codes; "size": the smallest of every model's candidates, a wider grid search included."""
+    """An ANS blob for int codes X [R, C] (deterministic): packer/entropy/encode.py, imported on first use
+    because no encoder is needed to read an artifact."""
     if prefer not in PREFER:
         raise CodecError(f"ans option prefer={prefer!r}; use one of {PREFER}")
-    X = np.ascontiguousarray(X, np.int8)
-    if X.size == 0 or int(X.min()) == int(X.max()):
-        return _encode_const(X)
-    lo, hi = int(X.min()), int(X.max())
-    if prefer == "speed":
-        blobs = [_grid_blob(X)]
-        R, C = X.shape
-        if R * R * C <= _fit().MAX_SEARCH_CELLS and _fit().worth_searching(X):
-            blobs.append(_refs_blob(X, lo, hi))
-        return min((b for b in blobs if b is not None), key=len)
-    blobs = _table_candidates(X, lo, hi)
-    blobs += [ans_param.encode(X, lo, hi, pf) for pf in ans_param.search(X, lo, hi)]
-    blobs.append(_grid_blob(X, exhaustive=True))
-    blobs.append(_refs_blob(X, lo, hi, exhaustive=True))
-    return min((b for b in blobs if b is not None), key=len)
+    from packer.entropy import encode
 
-
-def _grid_blob(X: np.ndarray, exhaustive: bool = False) -> bytes:
-    """const or grid blob of X (a part of a grid-refs blob, or a whole section)."""
-    if X.size == 0 or int(X.min()) == int(X.max()):
-        return _encode_const(X)
-    lo, hi = int(X.min()), int(X.max())
-    if exhaustive:
-        return _fit().encode_grid(X, lo, hi, _fit().search(X, lo, hi, _fit().FIT_STEPS, 4, exhaustive=True)[1])
-    return _fit().encode_grid(X, lo, hi, _fit().search(X, lo, hi)[1])
-
-
-def _refs_blob(X: np.ndarray, lo: int, hi: int, exhaustive: bool = False) -> bytes | None:
-    refs = _fit().fit_refs(X, lo, hi)
-    if refs is None:
-        return None
-    base = np.ascontiguousarray(X[refs.parent < 0])
-    resid = _fit().residuals(X, refs, lo, hi)
-    return _fit().encode_parts(refs, _grid_blob(base, exhaustive), _grid_blob(resid, exhaustive), lo, hi)
+    return encode.encode_codes(X, prefer)
 
 
 def encode_planes(X: np.ndarray) -> bytes:
-    """An ANS blob for byte planes (rows of (byte - 128) of wider elements): categorical tables only."""
-    X = np.ascontiguousarray(X, np.int8)
-    if X.size == 0 or int(X.min()) == int(X.max()):
-        return _encode_const(X)
-    return min(_table_candidates(X, int(X.min()), int(X.max())), key=len)
+    """An ANS blob for byte planes (categorical tables only): packer/entropy/encode.py."""
+    from packer.entropy import encode
+
+    return encode.encode_planes(X)

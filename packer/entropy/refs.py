@@ -18,9 +18,10 @@ import numpy as np
 
 from common.errors import CodecError
 from packer.entropy import blob as io
-from packer.entropy import fit
+from packer.entropy import exact
 
 MAX_BETA = 64
+MAX_WAVES = 64                  # a referenced row is at most this many references away from a base row
 Ans = constriction.stream.stack.AnsCoder
 
 
@@ -38,8 +39,7 @@ def predict(parents: np.ndarray, beta16: np.ndarray, lo: int, hi: int) -> np.nda
 
 def waves(parent: np.ndarray) -> list[np.ndarray]:
     """Referenced rows by decode wave (wave 1: parent is a base row, ...), each ascending."""
-    w = fit.ref_waves(parent)
-    return [np.flatnonzero(w == k) for k in range(1, int(w.max(initial=0)) + 1)]
+    return exact.wave_rows(parent)[1:]
 
 
 def _read_refs(data: bytes, R: int, what: str) -> Refs:
@@ -67,6 +67,9 @@ def _read_refs(data: bytes, R: int, what: str) -> Refs:
     parent[rows] = rows - deltas
     if np.any(parent[rows] < 0):
         raise CodecError(f"{what}: a referenced row points before row 0; corrupt section")
+    depth = len(exact.wave_rows(parent)) - 1
+    if depth > MAX_WAVES:
+        raise CodecError(f"{what}: references chain {depth} rows deep (at most {MAX_WAVES}); corrupt section")
     return Refs(parent, betas)
 
 

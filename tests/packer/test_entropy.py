@@ -9,6 +9,7 @@ import pytest
 from common.errors import CodecError
 from packer import codecs
 from packer.entropy import codec as ans_codec
+from packer.entropy import encode as ans_encode
 from packer.entropy import fit as entropy_fit
 from packer.entropy import models as em
 from packer.entropy import param as ans_param
@@ -114,7 +115,7 @@ def test_constriction_tail_mass_goes_to_the_boundary_symbols():
     k = 35                                                  # sigma = 2^(35/8) ~ 20.7
     predicted = cm.total_bits(np.array([k]), np.zeros(x.shape[1], np.int64), np.zeros(x.shape[1], np.int64))
     pf = ans_param.ParamFit("gauss", np.array([k]))
-    real_bytes = len(ans_param.encode(x, -31, 31, pf)) - 7
+    real_bytes = len(ans_encode.encode_param(x, -31, 31, pf)) - 7
     assert abs(real_bytes * 8 - predicted) < 0.002 * predicted
 
 

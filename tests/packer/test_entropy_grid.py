@@ -17,6 +17,7 @@ from common.errors import CodecError
 from packer import codecs
 from packer.entropy import blob as io
 from packer.entropy import codec as ans_codec
+from packer.entropy import encode as enc
 from packer.entropy import grid
 from packer.entropy import grid_encode as genc
 from packer.entropy import models as em
@@ -102,7 +103,7 @@ def test_near_copy_rows_use_grid_refs_and_round_trip():
     codes = _embedding(rng)
     stored, d = _round_trip(codes, 8)
     assert stored[0] == io.MODEL_REFS and d["model"].startswith("refs")
-    plain = em._grid_blob(codes)
+    plain = enc._grid_blob(codes)
     assert len(stored) < 0.95 * len(plain)
 
 
@@ -116,7 +117,7 @@ def test_grid_refs_residuals_wrap_and_chains_decode_in_waves():
     lo, hi = int(codes.min()), int(codes.max())
     resid = genc.residuals(codes, refs, lo, hi)
     assert np.abs(resid.astype(int)).max() > (hi - lo + 1) // 4
-    blob = genc.encode_parts(refs, em._grid_blob(codes[parent < 0]), em._grid_blob(resid), lo, hi)
+    blob = genc.encode_parts(refs, enc._grid_blob(codes[parent < 0]), enc._grid_blob(resid), lo, hi)
     assert np.array_equal(em.decode_codes(blob, R, 40, (-31, 31)), codes)
     assert len(ans_refs.waves(parent)) == 4
 
@@ -144,9 +145,9 @@ def test_bytes_do_not_depend_on_alignment_threads_or_hash_seed():
 
 def test_parametric_weights_are_pinned_bit_for_bit():
     """The decoder rebuilds these floats; any platform computing them differently would misread blobs."""
-    pinned = {(-31, 31): "d30871143ff6f12e8e1f0a40f6636ddafad08625320eb0194582273f5289185a",
-              (-127, 127): "104085b4da03b716dfb3b6117f604870d46d4c8f94fec7e9af45f4187c66b4ca",
-              (0, 5): "6aa071539ddae89e284478da0c760a60f51c93d79d59b88518d47954b0312367"}
+    pinned = {(-31, 31): "82c6709baf4cb41ee267a88022227f0b03ea68c2d82daf371f4f82d7358d7200",
+              (-127, 127): "0a93b7911d2e5e05bd29a0583c12763a3eff975709d3d9b8bebbced880e2e477",
+              (0, 5): "8d219a96c6a0001af007d9fc377fa4f555f295f7c41d7056be4747574626f110"}
     for (lo, hi), digest in pinned.items():
         assert hashlib.sha256(grid.shape_weights(lo, hi).tobytes()).hexdigest() == digest
 
@@ -235,8 +236,8 @@ def _refs_blob(R=8, C=12, parent=None, beta=None, base=None, resid=None):
     beta = np.full(int((parent >= 0).sum()), 16) if beta is None else beta
     refs = ans_refs.Refs(parent, beta)
     ok = parent >= 0
-    base = em._grid_blob(codes[~ok]) if base is None else base
-    resid = em._grid_blob(genc.residuals(codes, refs, -31, 31)) if resid is None else resid
+    base = enc._grid_blob(codes[~ok]) if base is None else base
+    resid = enc._grid_blob(genc.residuals(codes, refs, -31, 31)) if resid is None else resid
     return genc.encode_parts(refs, base, resid, int(codes.min()), int(codes.max())), codes
 
 
@@ -272,6 +273,25 @@ def test_hostile_refs_side_arrays_are_rejected_by_field(side, field):
         em.decode_codes(blob, 8, 12, (-31, 31))
 
 
+def test_reference_chains_are_capped_both_ways():
+    R, C = 80, 12
+    rng = np.random.default_rng(10)
+    row = _quant(rng.standard_normal((1, C)), 6)
+    codes = np.repeat(row, R, axis=0)
+    codes[:, 0] = np.arange(R) % 5                                   # rows differ a little: no exact copies
+    parent = np.arange(R) - 1                                        # a chain 0 <- 1 <- 2 <- ... (-1 first)
+    refs = genc.fit_refs(codes, int(codes.min()), int(codes.max()), parent)
+    assert refs is not None and len(ans_refs.waves(refs.parent)) <= ans_refs.MAX_WAVES
+    deep = ans_refs.Refs(parent, np.full(R - 1, 16))
+    lo, hi = int(codes.min()), int(codes.max())
+    blob = genc.encode_parts(deep, enc._grid_blob(codes[:1]), enc._grid_blob(genc.residuals(codes, deep, lo, hi)),
+                             lo, hi)
+    with pytest.raises(CodecError, match="deep"):
+        em.decode_codes(blob, R, C, (-31, 31))
+    waves = ans_refs.waves(parent)
+    assert len(waves) == R - 1 and all(w.tolist() == [i + 1] for i, w in enumerate(waves))
+
+
 def test_hostile_refs_parts_are_rejected():
     blob, _ = _refs_blob()
     n_side = blob[3]
@@ -294,13 +314,13 @@ def test_hostile_refs_parts_are_rejected():
     io.encode_sentinel(coder)
     coder.encode_reverse(plans[0][1].symbols(flags), plans[0][1].model())
     side = io.finish(w, coder)
-    base = em._grid_blob(np.ones((7, 12), np.int8))
+    base = enc._grid_blob(np.ones((7, 12), np.int8))
     bad = bytes([4, 128 - 31, 128 + 31]) + _w(("v", len(side))) + side + _w(("v", len(base))) + base + \
-        em._grid_blob(np.ones((1, 12), np.int8))
+        enc._grid_blob(np.ones((1, 12), np.int8))
     with pytest.raises(CodecError, match="before row 0"):
         em.decode_codes(bad, 8, 12, (-31, 31))
     other = _quant(np.random.default_rng(9).standard_normal((3, 12)), 6)       # base rows of another shape
-    wrong_shape, _ = _refs_blob(base=em._grid_blob(other))
+    wrong_shape, _ = _refs_blob(base=enc._grid_blob(other))
     with pytest.raises(CodecError):
         em.decode_codes(wrong_shape, 8, 12, (-31, 31))
 
