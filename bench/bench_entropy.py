@@ -264,6 +264,42 @@ def timing_16m(bits: int = 6) -> dict:
     return res
 
 
+PLANNER_SHAPES = ((512, 512), (1536, 512), (512, 1536), (2048, 1024))
+
+
+def timing_shapes() -> list[dict]:
+    """Per call, the default `ans` on one tensor of each shape and width (Gaussian weights with log-normal row
+    and column spread, per-row absmax codes): what a planner encoding candidates per tensor pays. Best of 3,
+    wall and process CPU time."""
+    rng = np.random.default_rng(2)
+    out = []
+    for R, C in PLANNER_SHAPES:
+        w = (rng.standard_normal((R, C)) * np.exp(0.3 * rng.standard_normal((R, 1)))
+             * np.exp(0.3 * rng.standard_normal((1, C)))).astype(np.float32)
+        for bits in (4, 5, 6, 8):
+            codes = P.quantize_rows(w, bits)[0]
+            enc, dec = CODERS["ans"]
+            best = {"enc": 1e9, "dec": 1e9, "enc_cpu": 1e9}
+            for _ in range(3):
+                c0, t0 = time.process_time(), time.perf_counter()
+                blob = enc(codes, bits)
+                c1, t1 = time.process_time(), time.perf_counter()
+                back = dec(blob, codes.shape, bits)
+                t2 = time.perf_counter()
+                best = {"enc": min(best["enc"], t1 - t0), "dec": min(best["dec"], t2 - t1),
+                        "enc_cpu": min(best["enc_cpu"], c1 - c0)}
+            if not np.array_equal(back, codes):
+                raise SystemExit(f"ans did not round-trip the {R}x{C} int{bits} timing tensor")
+            n = R * C
+            row = {"shape": [R, C], "bits": bits, "bytes": len(blob), "encode_ms": round(1e3 * best["enc"], 2),
+                   "encode_msym_s": round(n / best["enc"] / 1e6, 1),
+                   "encode_cpu_msym_s": round(n / best["enc_cpu"] / 1e6, 1),
+                   "decode_msym_s": round(n / best["dec"] / 1e6, 1)}
+            out.append(row)
+            print(f"shape {R}x{C} int{bits}: {row}", flush=True)
+    return out
+
+
 def counted_code() -> dict:
     """Counted runtime code (packer.code_bytes): now, and with the runtime modules and packer/entropy as at
     BASE_COMMIT (before the grid models; the other modules as they are now)."""
@@ -379,6 +415,13 @@ def markdown(rep: dict) -> str:
             v = d[k]
             L.append(f"| {k} | {v['bytes']:,} | {v['encode_s']} | {v['decode_s']} | {v['encode_msym_s']} | "
                      f"{v['decode_msym_s']} |")
+    if rep.get("timing_shapes"):
+        L += ["", ("One call of the default `ans` per tensor (what a planner pays per candidate encoding; Gaussian "
+                  "weights with row and column spread, per-row absmax codes; best of 3):"), "",
+              "| shape | bits | bytes | encode ms | encode M/s (wall / CPU) | decode M/s |", "|---|---|---|---|---|---|"]
+        for t in rep["timing_shapes"]:
+            L.append(f"| {t['shape'][0]}x{t['shape'][1]} | {t['bits']} | {t['bytes']:,} | {t['encode_ms']} | "
+                     f"{t['encode_msym_s']} / {t['encode_cpu_msym_s']} | {t['decode_msym_s']} |")
     c = rep["code"]
     L += ["", f"Counted runtime code (packer.code_bytes, lzma): {c['with_grid_models']:,} B now, "
               f"{c['without_grid_models']:,} B with the runtime list and packer/entropy as at {c['base_commit']} "
@@ -423,6 +466,7 @@ def main() -> None:
         rep["sets"].append(run_set(name, bits, tensors, args))
     if not args.skip_16m:
         rep["timing_16m"] = timing_16m()
+        rep["timing_shapes"] = timing_shapes()
     rep["code"] = counted_code()
     rep["net_gain"] = net_gain(rep)
     rep["load_end"] = [round(x, 2) for x in os.getloadavg()]
