@@ -1,5 +1,6 @@
-"""Where a job's time and memory go: named stages, each with its wall time, process CPU time and peak resident
-memory, for reports and benchmarks (`with stages.stage("calibrate"): ...`; `stages.report()`).
+"""Where a job's time and memory go: named stages, each with its wall time, CPU time (this process's and its
+joined worker processes') and peak resident memory (this process's), for reports and benchmarks
+(`with stages.stage("calibrate"): ...`; `stages.report()`).
 
 Peak memory is sampled from /proc/self/statm by a daemon thread every 20 ms while a stage runs (the process's
 lifetime peak, ru_maxrss, cannot tell stages apart); on systems without /proc it is the lifetime peak.
@@ -26,6 +27,12 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (worker processes a stage started and joined)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 class Stages:
     """Named stages of one job, in the order they first ran."""
 
@@ -43,7 +50,7 @@ class Stages:
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
-        w0, c0 = time.perf_counter(), time.process_time()
+        w0, c0 = time.perf_counter(), _cpu_seconds()
         try:
             yield
         finally:
@@ -52,7 +59,7 @@ class Stages:
             peak[0] = max(peak[0], rss_bytes())
             row = self.rows.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_bytes": 0, "calls": 0})
             row["wall_s"] += time.perf_counter() - w0
-            row["cpu_s"] += time.process_time() - c0
+            row["cpu_s"] += _cpu_seconds() - c0
             row["peak_rss_bytes"] = max(row["peak_rss_bytes"], peak[0])
             row["calls"] += 1
 

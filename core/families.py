@@ -96,11 +96,13 @@ def check_state(model: nn.Module, state_dict: dict, where: str) -> None:
                               f"{', '.join(parts)}; the checkpoint and its config do not belong together")
 
 
-def build_model(name: str, cfg, state_dict: dict, where: str = "checkpoint") -> nn.Module:
-    """A model of the family with `state_dict` loaded strictly (checked first: CheckpointError), in eval mode."""
+def build_model(name: str, cfg, state_dict: dict, where: str = "checkpoint", share: bool = False) -> nn.Module:
+    """A model of the family with `state_dict` loaded strictly (checked first: CheckpointError), in eval mode;
+    with `share` its parameters are the given tensors themselves (no copy: one model's weights in memory, not
+    two; whoever changes a parameter then changes the tensor, and must restore it)."""
     model = family(name).model_class(cfg)
     check_state(model, state_dict, where)
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=share)
     return model.eval()
 
 

@@ -85,8 +85,9 @@ class ModelSource:
     meta: dict = field(default_factory=dict)
     paths: tuple[Path, ...] = ()
 
-    def model(self) -> torch.nn.Module:
-        return build_model(self.family, self.config, self.tensors, self.provenance.get("file", "checkpoint"))
+    def model(self, share: bool = False) -> torch.nn.Module:
+        """The model with these tensors (`share`: as its parameters, not copies; see core.families.build_model)."""
+        return build_model(self.family, self.config, self.tensors, self.provenance.get("file", "checkpoint"), share)
 
     @property
     def family_hooks(self) -> Family:

@@ -24,12 +24,15 @@ from packer.reader import parse_artifact
 
 @dataclass(frozen=True)
 class SectionSpec:
-    """One section to store: its raw bytes, the codec to store them with, and the codec's params."""
+    """One section to store: its raw bytes, the codec to store them with, and the codec's params; `stored`, when
+    the caller already encoded them (sizing does), saves encoding twice (the writer still checks it decodes to
+    `raw`)."""
 
     name: str
     raw: bytes
     codec: str = "zstd"
     params: dict = field(default_factory=dict)
+    stored: bytes | None = field(default=None, repr=False)
 
 
 def build_artifact(body: dict, sections: list[SectionSpec], minor: int = C.FORMAT_MINOR) -> bytes:
@@ -42,7 +45,7 @@ def build_artifact(body: dict, sections: list[SectionSpec], minor: int = C.FORMA
         raise FormatError("the manifest body must not carry 'sections'; the writer builds the section table")
     table, payload, offset = [], [], 0
     for spec in sections:
-        stored = codecs.encode(spec.codec, spec.raw, spec.params)
+        stored = spec.stored if spec.stored is not None else codecs.encode(spec.codec, spec.raw, spec.params)
         if codecs.decode(spec.codec, stored, len(spec.raw), spec.params) != bytes(spec.raw):
             raise FormatError(f"section {spec.name!r}: codec {spec.codec!r} did not round-trip; not writing")
         table.append({"name": spec.name, "codec": spec.codec, "params": spec.params, "offset": offset,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from torch import nn
 from common.errors import ConfigError, DataError, UsageError
 from common.progress import Progress
 from core.shards import find_shards, load_tokens
+from quant.hessian import Hessian
 
 DEFAULT_CALIB_TOKENS = 8192
 DEFAULT_JOINT_TOKENS = 65_536     # the planner's joint check: ~10 evaluations per budget, so it can afford more
@@ -62,15 +63,6 @@ class CalibConfig:
             raise ConfigError(f"--joint-tokens {jt!r}: must be 0 or an integer >= 2")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"CalibConfig.batch_size={self.batch_size!r}: must be a positive integer")
-
-
-@dataclass
-class Hessian:
-    """sum over calibration inputs of x x^T (float64 [C,C]) and how many input rows went into it."""
-
-    matrix: np.ndarray
-    rows: int
-    cache: dict = field(default_factory=dict, repr=False, compare=False)   # e.g. GPTQ's factorisation
 
 
 def train_shards(data: Path) -> list[Path]:
@@ -191,6 +183,18 @@ def default_head_inputs(model: nn.Module) -> dict[str, nn.Module]:
     return {}
 
 
+LOGITS_BUDGET = 1 << 25     # float32 logits one calibration batch may hold (128 MiB): bounds memory at vocab 8192
+BATCH_TOKENS = 2048         # tokens per calibration batch: the activations of more cost memory, not time (measured:
+                            # a 17M model's Hessian pass peaked at 459 MiB with 1 window of 1024, 1,040 with 8)
+
+
+def batch_windows(batch_size: int, window_tokens: int, vocab_size: int) -> int:
+    """Windows per calibration batch: at most batch_size, at most BATCH_TOKENS tokens, and few enough that the
+    batch's logits fit LOGITS_BUDGET."""
+    return max(1, min(batch_size, BATCH_TOKENS // max(1, window_tokens),
+                      LOGITS_BUDGET // max(1, window_tokens * vocab_size)))
+
+
 def _batches(windows: np.ndarray, batch_size: int):
     for i in range(0, len(windows), batch_size):
         yield torch.from_numpy(windows[i:i + batch_size])
@@ -204,9 +208,9 @@ def collect_hessians(model: nn.Module, windows: np.ndarray, batch_size: int = 16
 
     def hook_for(name: str):
         def add(x: torch.Tensor) -> None:
-            x = x.detach().reshape(-1, x.shape[-1]).double()
-            entry = acc.setdefault(name, [torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64), 0])
-            entry[0] += x.T @ x
+            x = x.detach().reshape(-1, x.shape[-1]).float()
+            entry = acc.setdefault(name, [torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32), 0])
+            entry[0] += x.T @ x                 # float32: half the memory of float64, ample for GPTQ's damped use
             entry[1] += x.shape[0]
         return add
 

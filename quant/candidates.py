@@ -20,8 +20,8 @@ import numpy as np
 from common.errors import QuantError
 from quant import formats
 from quant import primitives as P
-from quant.calibrate import Hessian
-from quant.gptq import GPTQConfig, gptq_codes, prepare
+from quant.gptq import GPTQConfig, gptq_codes_batch, prepare
+from quant.hessian import Hessian
 from quant.options import PackOptions
 from quant.sections import tensor_sections
 
@@ -104,15 +104,38 @@ def encodings(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | No
     if not f.uses_gptq or hessian is None:
         raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
     rows = P.check_rows(formats.as_rows(w))
+    return gptq_encodings(rows, hessian, gptq_jobs(rows, f, diag, memo), opts)
+
+
+def gptq_jobs(rows: np.ndarray, f: formats.TensorFormat, diag: np.ndarray, memo: dict) -> list:
+    """(format, variant, clip) of every GPTQ scale source of f: the format's start clips, with the diag-H-
+    weighted clip searches of GPTQ_CLIP_GRIDS memoised in `memo` (shared with the data-free clip search)."""
+    def searched(grid):
+        key = ("clip", grid, True)
+        if key not in memo:
+            memo[key] = f.clip(rows, "clip_search", diag, fractions=grid)
+        return memo[key]
+    clips = f.gptq_start_clips(rows, lambda: {k: searched(g) for k, g in GPTQ_CLIP_GRIDS.items()})
+    return [(f, v, clip) for v, clip in clips.items()]
+
+
+GPTQ_BATCH_BYTES = 64 << 20        # float64 rows one batched GPTQ sweep may hold (jobs x rows x cols x 8)
+
+
+def gptq_encodings(rows: np.ndarray, hessian: Hessian, jobs: list, opts: PackOptions
+                   ) -> list[tuple[str, formats.Encoded]]:
+    """(variant, GPTQ encoding) for each (format, variant, clip) job on the same rows and Hessian: batched
+    column sweeps (quant.gptq.gptq_codes_batch) of at most GPTQ_BATCH_BYTES each."""
     cfg = gptq_config(opts)
     if cfg not in hessian.cache:
         hessian.cache[cfg] = prepare(hessian.matrix, cfg)
-    clips = f.gptq_start_clips(rows, lambda: {k: searched(g) for k, g in GPTQ_CLIP_GRIDS.items()})
+    per_batch = max(1, GPTQ_BATCH_BYTES // max(1, rows.size * 8))
     out = []
-    for variant, clip in clips.items():
-        scales = P.scales_for_clip(clip, f.bits)
-        codes = gptq_codes(rows, hessian.matrix, scales, f.bits, f.group, cfg, hessian.cache[cfg])
-        out.append((variant, f.from_codes(codes, scales, "gptq")))
+    for i in range(0, len(jobs), per_batch):
+        chunk = [(f, v, P.scales_for_clip(clip, f.bits)) for f, v, clip in jobs[i:i + per_batch]]
+        codes = gptq_codes_batch(rows, hessian.matrix, [(s, f.bits, f.group) for f, _, s in chunk], cfg,
+                                 hessian.cache[cfg])
+        out.extend((v, f.from_codes(c, s, "gptq")) for (f, v, s), c in zip(chunk, codes))
     return out
 
 
@@ -165,7 +188,8 @@ def estimated_bytes(enc: formats.Encoded) -> float:
     total = 0.0
     for role, arr in enc.arrays.items():
         if role == "codes":
-            _, counts = np.unique(arr, return_counts=True)
+            counts = np.bincount(arr.reshape(-1).view(np.uint8), minlength=256)
+            counts = counts[counts > 0]
             p = counts / counts.sum()
             total += float(-(p * np.log2(p)).sum()) * arr.size / 8
         else:
@@ -200,27 +224,64 @@ def _pareto(items: list, key_bytes, key_err, slack: float = 1.0) -> list:
     return keep
 
 
+GPTQ_FORMAT_SLACK = 1.10     # GPTQ runs for the formats within 10% (bytes) of the data-free frontier
+
+
 def candidate_set(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple[str, ...], opts: PackOptions,
                   also_data_free: bool = False) -> list[Candidate]:
     """Every applicable (menu format, scale method) of w, pruned to those no other beats on both bytes and
-    error (pruned first on estimated bytes with 3% slack, then on the real stored bytes). With also_data_free
-    (a tied embedding, whose Hessian sees only its head use) the data-free methods are kept a second time,
-    scored by plain squared error, as a separate family."""
+    error (pruned first on estimated bytes with 3% slack, then on the real stored bytes). GPTQ, the costly
+    method, runs (batched: one column sweep for several formats and variants) only for the formats whose
+    data-free encodings lie within GPTQ_FORMAT_SLACK of the data-free frontier: GPTQ lowers every format's
+    error by a similar factor, so a format far behind the frontier stays behind it. With also_data_free (a
+    tied embedding, whose Hessian sees only its head use) the data-free methods are kept a second time, scored
+    by plain squared error, as a separate family."""
     w = np.asarray(w, dtype=np.float32)
     h = usable_hessian(w, hessian)
     families = [h] + ([None] if also_data_free and h is not None and opts.scale_method == "best" else [])
     out = []
     for fam_h in families:
-        pool = []
+        pool, gptq_formats, memos = [], [], {}
         for fmt in menu:
             if not formats.get(fmt).applies(w):
                 continue
-            memo: dict = {}
+            memo = memos.setdefault(fmt, {})
             for m in methods(fmt, fam_h, opts):     # every variant: they trade bytes for error differently
+                if m == "gptq":
+                    gptq_formats.append(fmt)
+                    continue
                 for v, enc in encodings(w, fmt, m, fam_h, opts, memo):
                     pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc), v))
+        if gptq_formats:     # GPTQ (the costly method) for the formats near the data-free frontier, batched
+            near = {it[0].format for it in _pareto(pool, lambda it: it[2], lambda it: it[1], slack=GPTQ_FORMAT_SLACK)}
+            rows = P.check_rows(formats.as_rows(w))
+            diag = np.diag(fam_h.matrix)
+            jobs = [job for fmt in gptq_formats if fmt in near or not pool
+                    for job in gptq_jobs(rows, formats.get(fmt), diag, memos[fmt])]
+            pool += [(enc, error_of(w, enc, fam_h), estimated_bytes(enc), v)
+                     for v, enc in gptq_encodings(rows, fam_h, jobs, opts)]
         pool = _pareto(pool, lambda it: it[2], lambda it: it[1], slack=1.03)
         exact = [Candidate(name, e.format, e.scale, e, tensor_sections(name, e, opts)[2], err,
                            fam_h is not None, v) for e, err, _, v in pool]
         out.extend(_pareto(exact, lambda c: c.bytes, lambda c: c.error))
     return out
+
+
+def frontier(cands: list[Candidate]) -> list[Candidate]:
+    """Per error family, the candidates no other beats on both bytes and error (sorted by bytes)."""
+    out = []
+    for fam in sorted({c.family for c in cands}):
+        best_err = np.inf
+        for c in sorted((c for c in cands if c.family == fam), key=lambda c: (c.bytes, c.error)):
+            if c.error < best_err:
+                out.append(c)
+                best_err = c.error
+    return out
+
+
+def tensor_options(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple[str, ...], opts: PackOptions,
+                   head: bool, control: bool) -> list[Candidate]:
+    """One tensor's planner options (a worker task): a control tensor's one encoding, or the menu's frontier."""
+    if control:
+        return [best_candidate(name, w, menu[0], hessian, opts)]
+    return frontier(candidate_set(name, w, hessian, menu, opts, also_data_free=head))

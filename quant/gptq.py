@@ -59,17 +59,29 @@ def gptq_codes(w: np.ndarray, h: np.ndarray, scales: np.ndarray, bits: int, grou
                cfg: GPTQConfig = GPTQConfig(), prepared: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """int8 codes [R,C] for w [R,C] with fixed fp16 scales [R] or [R,G] and input Hessian h = sum x x^T [C,C]
     (`prepared`: prepare(h, cfg), if already computed)."""
+    return gptq_codes_batch(w, h, [(scales, bits, group)], cfg, prepared)[0]
+
+
+def gptq_codes_batch(w: np.ndarray, h: np.ndarray, jobs: list[tuple[np.ndarray, int, int | None]],
+                     cfg: GPTQConfig = GPTQConfig(), prepared: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> list[np.ndarray]:
+    """GPTQ codes of w for several (scales, bits, group) at once, in one column sweep: every job's rows are
+    stacked (the Hessian, its factor and the column order are shared, and GPTQ treats rows independently), so
+    the Python loop over columns runs once instead of once per job. Each job's codes equal what a sweep of its
+    rows alone computes (the same arithmetic per row)."""
     w = P.check_rows(w)
     R, C = w.shape
     if h.shape != (C, C):
         raise QuantError(f"GPTQ: Hessian shape {h.shape} does not match the weight's {C} input columns")
-    if C == 0 or R == 0:
-        return np.zeros((R, C), dtype=np.int8)
+    if C == 0 or R == 0 or not jobs:
+        return [np.zeros((R, C), dtype=np.int8) for _ in jobs]
     perm, U = prepared if prepared is not None else prepare(h, cfg)
-    W = w.astype(np.float64)[:, perm]
-    S = np.ascontiguousarray(np.broadcast_to(P.expand_scales(scales, C, group), (R, C))[:, perm].T)  # [C,R] f32
-    qmax = P.qmax_for_bits(bits)
-    Q = np.zeros((R, C), dtype=np.int8)
+    V = len(jobs)
+    W = np.tile(w.astype(np.float64)[:, perm], (V, 1))                                   # [V*R, C]
+    S = np.ascontiguousarray(np.concatenate([np.broadcast_to(P.expand_scales(s, C, g), (R, C))
+                                             for s, _, g in jobs])[:, perm].T)           # [C, V*R] f32
+    qmax = np.repeat(np.array([P.qmax_for_bits(b) for _, b, _ in jobs], dtype=np.float32), R)
+    Q = np.zeros((V * R, C), dtype=np.int8)
     for i1 in range(0, C, cfg.block_size):
         i2 = min(i1 + cfg.block_size, C)
         W1 = W[:, i1:i2].copy()
@@ -85,4 +97,4 @@ def gptq_codes(w: np.ndarray, h: np.ndarray, scales: np.ndarray, bits: int, grou
         W[:, i2:] -= E1 @ U[i1:i2, i2:]
     codes = np.empty_like(Q)
     codes[:, perm] = Q
-    return codes
+    return [codes[k * R:(k + 1) * R] for k in range(V)]

@@ -30,7 +30,7 @@ from packer.code_bytes import CodeCount, count_code
 from packer.reader import looks_like_artifact, parse_artifact
 from packer.writer import write_artifact
 from quant.assemble import PackResult
-from quant.calibrate import CalibConfig, calibration_sets, default_calib_data, unseen_tokens
+from quant.calibrate import CalibConfig, batch_windows, calibration_sets, default_calib_data, unseen_tokens
 from quant.candidates import smallest_bytes_estimate
 from quant.options import PackOptions, is_control
 from quant.pipeline import Packer, log
@@ -88,9 +88,10 @@ class PackJob:
             log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
                 "scales by data-free clip choice, no GPTQ, no planner", request.progress)
         tensors = {k: v.detach().float().numpy() for k, v in source.tensors.items()}
-        self.packer = Packer(source.model(), tensors, body, request.options, windows=windows, joint_windows=joint,
+        self.packer = Packer(source.model(share=True), tensors, body, request.options, windows=windows, joint_windows=joint,
                              route=route, code=request.code, progress=request.progress,
-                             batch_size=calib.batch_size, stages=self.stages)
+                             batch_size=batch_windows(calib.batch_size, fam.context(cfg), cfg.vocab_size),
+                             stages=self.stages)
         if self.packer.report["calibration"] is not None:
             self.packer.report["calibration"]["source"] = self.unseen.report()
             self.packer.report["calibration"]["route_tokens"] = route.opts.calib_tokens if route else None

@@ -32,12 +32,11 @@ from packer.code_bytes import CodeCount, count_code
 from quant import formats
 from quant.assemble import PackResult, pack_tensors
 from quant.calibrate import Hessian, LossEvaluator, collect_hessians, default_head_inputs
-from quant.candidates import Candidate, best_candidate, candidate_set
+from quant.candidates import Candidate, best_candidate, tensor_options
 from quant.options import PackOptions, default_plan, is_control, is_embedding
 from quant.planner import (
     Option,
     PlannerConfig,
-    pareto,
     plan_document,
     restrict,
     sensitivities,
@@ -45,6 +44,7 @@ from quant.planner import (
     uniform_seeds,
 )
 from quant.tying import alias_groups, find_duplicates
+from quant.workers import map_tasks
 
 Route = Callable[[bytes], dict]
 MAX_CONFIRM_ROUNDS = 6
@@ -73,8 +73,9 @@ class Packer:
     def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
                  windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
                  route: Route | None = None, code: CodeCount | None = None, progress: bool = True,
-                 batch_size: int = 16, stages: Stages | None = None) -> None:
+                 batch_size: int = 16, stages: Stages | None = None, workers: int | None = None) -> None:
         self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
+        self.workers = workers                          # None: one per core (quant/workers.py)
         self.stages = stages or Stages()
         self.route = route
         self.code = code or count_code()
@@ -142,17 +143,15 @@ class Packer:
     def encode_plan(self, plan: dict[str, tuple[str, str | None]]) -> dict[str, Candidate]:
         """Best (or the named) scale method for each stored tensor's format; a tied embedding whose Hessian
         sees only the head use keeps GPTQ only if it measures better than the best data-free method."""
-        out = {}
-        bar = Progress("encode", len(self.stored), enabled=self.progress)
-        for i, n in enumerate(self.stored):
-            fmt, scale = plan[n]
-            c = best_candidate(n, self.tensors[n], fmt, self.hessians.get(n), self.opts, scale=scale)
-            if c.method == "gptq" and scale is None and n in self.head_names and self.evaluator is not None:
-                alt = best_candidate(n, self.tensors[n], fmt, None, self.opts)
-                if self.loss_delta(n, alt) < self.loss_delta(n, c):
-                    c = alt
-            out[n] = c
-            bar.update(i + 1)
+        heads = [n for n in self.stored if n in self.head_names and self.evaluator is not None and plan[n][1] is None]
+        tasks = [(n, self.tensors[n], plan[n][0], self.hessians.get(n), self.opts, True, plan[n][1])
+                 for n in self.stored] + [(n, self.tensors[n], plan[n][0], None, self.opts) for n in heads]
+        bar = Progress("encode", len(tasks), enabled=self.progress)
+        found = map_tasks(best_candidate, tasks, self.workers, bar.update, cost=_tensor_size)
+        out = dict(zip(self.stored, found))
+        for n, alt in zip(heads, found[len(self.stored):]):   # a tied head keeps GPTQ only if it measures better
+            if out[n].method == "gptq" and self.loss_delta(n, alt) < self.loss_delta(n, out[n]):
+                out[n] = alt
         return out
 
     def fixed(self, plan: dict[str, tuple[str, str | None]], mode: str, opts: PackOptions | None = None
@@ -166,18 +165,18 @@ class Packer:
 
     # --- the planner ---------------------------------------------------------------------------------------
     def options(self, cfg: PlannerConfig) -> dict[str, list[Option]]:
-        out = {}
+        """Every stored tensor's options: control tensors their control format, the others the frontier of the
+        menu (quant.candidates.candidate_set), computed per tensor in worker processes."""
         bar = Progress("planner: encoding candidates", len(self.stored), enabled=self.progress)
-        for i, n in enumerate(self.stored):
-            w, h = self.tensors[n], self.hessians.get(n)
-            if is_control(n, self.shapes[n]):
-                out[n] = [Option(best_candidate(n, w, self.opts.control_format, h, self.opts))]
-            else:
-                menu = tuple(f for f in cfg.menu if _method_applies(f, self.opts, h is not None))
-                cands = candidate_set(n, w, h, menu, self.opts, also_data_free=n in self.head_names)
-                out[n] = [Option(c) for c in pareto(cands)]
-            bar.update(i + 1, tensor=n[-24:])
-        return out
+        tasks = []
+        for n in self.stored:
+            h = self.hessians.get(n)
+            menu = ((self.opts.control_format,) if is_control(n, self.shapes[n]) else
+                    tuple(f for f in cfg.menu if _method_applies(f, self.opts, h is not None)))
+            tasks.append((n, self.tensors[n], h, menu, self.opts, n in self.head_names,
+                          is_control(n, self.shapes[n])))
+        found = map_tasks(tensor_options, tasks, self.workers, bar.update, cost=_tensor_size)
+        return {n: [Option(c) for c in cands] for n, cands in zip(self.stored, found)}
 
     def measured_options(self, cfg: PlannerConfig) -> tuple[dict[str, list[Option]], dict]:
         """Options with their sensitivities, computed once per planner config (budgets can share them)."""
@@ -311,6 +310,11 @@ class Packer:
                               f"{opts.budget_bytes} B by {res.total_bytes - opts.budget_bytes} B; largest tensors "
                               f"(stored bytes): {', '.join(f'{n} {b} B' for b, n in biggest)}; {hint}")
         return res
+
+
+def _tensor_size(task: tuple) -> int:
+    """A per-tensor task's cost for scheduling: its tensor's size (the big ones start first)."""
+    return int(np.asarray(task[1]).size)
 
 
 def _targets(windows: np.ndarray | None) -> int | None:

@@ -72,18 +72,6 @@ class Option:
     measured: float | None = None
 
 
-def pareto(cands: list[Candidate]) -> list[Candidate]:
-    """Per error family, the candidates no other beats on both bytes and error (sorted by bytes)."""
-    out = []
-    for fam in sorted({c.family for c in cands}):
-        best_err = math.inf
-        for c in sorted((c for c in cands if c.family == fam), key=lambda c: (c.bytes, c.error)):
-            if c.error < best_err:
-                out.append(c)
-                best_err = c.error
-    return out
-
-
 def _by_family(opts: list[Option]) -> list[list[Option]]:
     """The options grouped by error family (errors compare only within one), families in name order."""
     return [[o for o in opts if o.cand.family == fam] for fam in sorted({o.cand.family for o in opts})]

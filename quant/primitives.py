@@ -86,8 +86,9 @@ def scales_for_clip(clip: np.ndarray, bits: int) -> np.ndarray:
     return raw.astype(np.float16)
 
 
-def round_codes(w: np.ndarray, s: np.ndarray, qmax: int) -> np.ndarray:
-    """The rounding rule: int8 clamp(rint(w / s), +-qmax) for float32 scales s broadcast against w (0 where s = 0)."""
+def round_codes(w: np.ndarray, s: np.ndarray, qmax) -> np.ndarray:
+    """The rounding rule: int8 clamp(rint(w / s), +-qmax) for float32 scales s broadcast against w (0 where s = 0);
+    qmax is one bound, or one per value (broadcast against w)."""
     safe = np.where(s > 0, s, np.float32(1.0))
     codes = np.rint(np.asarray(w, dtype=np.float32) / safe)
     codes = np.where(s > 0, codes, 0.0)

@@ -11,9 +11,10 @@ from packer.reader import read_artifact
 from quant import formats
 from quant.calibrate import calibration_windows
 from quant.candidates import Candidate
+from quant.candidates import frontier as pareto
 from quant.options import PackOptions
 from quant.pipeline import Packer
-from quant.planner import Option, PlannerConfig, isotonic, pareto, read_plan, restrict, solve, uniform_seeds
+from quant.planner import Option, PlannerConfig, isotonic, read_plan, restrict, solve, uniform_seeds
 
 FAST = ()   # codecs beyond zstd: the planner's logic does not depend on them, and ANS is slow on tiny tensors
 MENU = ("int8_row", "int6_row", "int5_row", "int4_row", "int4_g64", "int3_row", "int3_g64", "fp16")
