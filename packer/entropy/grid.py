@@ -1,17 +1,7 @@
-"""The `grid` ANS model (model 3): row and column scale groups, one distribution per context, block coding.
-
-Rows get a group a_i in [0, U) and columns a group b_j in [0, V) (their code RMS on a log2 grid, so the
-groups are row and column scales); code x_ij is in context k = a_i + b_j. A context's distribution is a
-stored table (binned counts, as model 1) or the parametric weights w(x) = q1^|x| * q2^(x^2) of a sigma index
-and a shape index (Gaussian to Laplace blend, optionally with the tail beyond the range lumped into the
-boundary codes). The weights are built with IEEE-754 basic operations only (products, sums, one division
-per parameter), so every platform builds bit-identical tables. After the side arrays, the stream holds the
-codes block by block, block (u, v) being rows of group u times columns of group v; when the alphabet is
-small, g consecutive codes of a block are one symbol of A^g (a product table), which is what makes
-decoding fast: a tensor is a few dozen vectorised constriction calls. FORMAT.md "The `ans` blob", model 3.
-
-Owns this model's layout and its exact bounded decoder; the encoder (fit and writer) is
-packer/entropy/grid_encode.py. Must not import torch.
+"""The `grid` ANS model (model 3): codes in context (row group + column group), one parametric or stored
+distribution per context, coded block by block with several codes per symbol (few vectorised constriction
+calls per tensor). Layout and the exact weights: FORMAT.md "The `ans` blob"; the encoder is grid_encode.py.
+Must not import torch.
 """
 
 from __future__ import annotations

@@ -81,7 +81,6 @@ def tuple_size(A: int, n: int) -> int:
     return g
 
 
-
 SIGMA_WINDOW = 6                # sigma indices tried on each side of a context's RMS
 FIT_CHUNK = 1 << 20             # codes per chunk of the integer sums
 

@@ -1,21 +1,10 @@
-"""ANS entropy models for integer code matrices: the public encode / decode / describe, and the small models.
+"""ANS entropy models for integer code matrices: the public decode / describe (and encode, imported lazily).
 
-A blob is self-describing: byte 0 names the model, then the model's header (ranges, histograms, side-array
-models), then one constriction ANS stream (little-endian u32 words) holding side arrays and codes. Models:
-  const  - every code equal (or no codes): no stream at all.
-  tables - K categorical tables with stored (binned, scaled) counts, one chosen per row (K = 1 is the
-           per-tensor histogram); rows are grouped by hard EM.
-  param  - per-code quantized Gaussian / Laplace with row, column and row-reference parameters
-           (packer/entropy/param.py); decodes at a few million codes per second.
-  grid   - row and column scale groups, one parametric or stored distribution per context, coded in blocks
-           of one context, several codes per symbol (packer/entropy/grid.py); tens of millions per second.
-  grid-refs - rows that are near-copies of an earlier row stored as residuals of their prediction: a
-           grid (or const) blob of the base rows and one of the residuals (packer/entropy/refs.py).
-`encode_codes(X, "speed")` (the default) fits the grid model in one pass over the codes and encodes it once;
-`"size"` also encodes every older candidate and a wider grid search and keeps the smallest blob (first wins
-ties). Both give equal bytes for equal input. Decoding allocates only what the caller's shape allows, checks every header field, and
-raises CodecError when the stream is not used up exactly. FORMAT.md "The `ans` blob" is the layout.
-Must not import torch.
+A blob is self-describing: byte 0 names the model, then its header, then one constriction ANS stream (u32
+words). Models: 0 const, 1 tables (categorical per row group), 2 param (per-code quantized Gaussian /
+Laplace, param.py), 3 grid (grid.py), 4 grid-refs (refs.py). Decoding allocates only what the caller's shape
+allows, checks every header field, and raises CodecError on anything malformed. FORMAT.md "The `ans`
+blob" is the layout. Must not import torch.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""The `grid-refs` ANS model (model 4): rows that are near-copies of an earlier row, coded as residuals.
-
-A referenced row i has a parent p < i and a gain beta16 in 1..64; its prediction is
-clip(floor((beta16 * x_p + 8) / 16), lo, hi) and its codes are stored as residuals modulo the alphabet,
-e = ((x - pred + A // 2) mod A) - A // 2, which keeps them in int8 and the round trip exact. The blob holds
-three parts: the reference side arrays (their own small ANS stream), a complete const-or-grid blob of the
-base rows, and one of the residual rows (so each part is fitted by packer/entropy/grid.py on its own). Rows
-decode in waves: base rows, then rows whose parent is decoded. Embedding tables (tokens with near-identical
-rows) are where this pays. FORMAT.md "The `ans` blob", model 4. Must not import torch.
+"""The `grid-refs` ANS model (model 4): near-copies of an earlier row stored as residuals of a scaled copy,
+in three parts (references, base rows, residual rows), decoded in waves. Layout: FORMAT.md "The `ans` blob".
+Must not import torch.
 """
 
 from __future__ import annotations
