@@ -77,7 +77,7 @@ def prepare_data(work: Path) -> dict:
         train_tokenizer((d.text for d in docs), tok8192, vocab_size=8192)
     for vocab, tok in ((1024, tok1024), (8192, tok8192)):
         folder = work / f"shards{vocab}"
-        if not (folder / "text_val_000000.bin").exists():
+        if not (folder / "text_val_000000.bin").exists() or not (folder / "text_train_000000.bin").exists():
             folder.mkdir(parents=True, exist_ok=True)
             data_job(text_val, tok, folder, "text", "val", progress=False, force=True)
             data_job(text_train, tok, folder, "text", "train", default_corpus=True, progress=False, force=True)

@@ -159,13 +159,24 @@ def unseen_tokens(meta: dict, data: Path, vocab_size: int) -> UnseenTokens:
     return UnseenTokens(calibration_tokens(Path(data), vocab_size, holdout), Path(data), holdout)
 
 
-def calibration_sets(unseen: UnseenTokens, calib: CalibConfig, seq_len: int, progress: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
+JOINT_EVAL_FLOPS = 1e11    # the default joint set is no larger than one forward of this cost (about 2 s here)
+
+
+def default_joint_tokens(params: int, calib_tokens: int) -> int:
+    """The joint check's default size: DEFAULT_JOINT_TOKENS for small models, down to the calibration set's
+    size as the model grows (a forward costs about 2 x params FLOPs per token; at 36M parameters 65,536 tokens
+    took minutes per plan)."""
+    return int(min(DEFAULT_JOINT_TOKENS, max(calib_tokens, JOINT_EVAL_FLOPS // max(1, 2 * params))))
+
+
+def calibration_sets(unseen: UnseenTokens, calib: CalibConfig, seq_len: int, progress: bool = True,
+                     params: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """(windows for Hessians and sensitivities, windows for the planner's joint check or None = the same),
     spread evenly over the unseen tokens: on tokens a model has memorised, quantization damage does not look
-    as it will on new text, and a plan chosen there can lose on validation. Said on stderr."""
+    as it will on new text, and a plan chosen there can lose on validation. Said on stderr. The joint set's
+    default shrinks with the model's `params` (default_joint_tokens)."""
     n = unseen.take(calib.tokens, DEFAULT_CALIB_TOKENS, "--calib-tokens")
-    n_joint = (unseen.take(calib.joint_tokens, DEFAULT_JOINT_TOKENS, "--joint-tokens")
+    n_joint = (unseen.take(calib.joint_tokens, default_joint_tokens(params, n), "--joint-tokens")
                if calib.joint_tokens != 0 else 0)
     windows = spread_windows(unseen.tokens, n, seq_len)
     joint = spread_windows(unseen.tokens, n_joint, seq_len) if n_joint and n_joint != n else None

@@ -59,12 +59,21 @@ def usable_hessian(w: np.ndarray, hessian: Hessian | None) -> Hessian | None:
     return hessian if hessian.matrix.shape == (w.shape[1], w.shape[1]) else None
 
 
-def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bool = True) -> tuple:
-    """Scale methods to try for fmt: all that apply for 'best', else the one requested."""
+LARGE_TENSOR = 1 << 17      # elements: above, the cheaper search below (the users' 0.13M-4M-element matrices)
+
+
+def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bool = True, large: bool = False
+            ) -> tuple:
+    """Scale methods to try for fmt: all that apply for 'best', else the one requested. For a large tensor that
+    GPTQ applies to, 'best' tries the format's first data-free method and GPTQ only: GPTQ from clip-searched
+    scales has less error than the data-free clip search and SDClip (it includes their scales), and on the
+    users' matrices their full-size searches and errors cost more than GPTQ itself."""
     can = list(formats.get(fmt).methods(hessian is not None and allow_gptq))
     if not can:
         return (None,)
     if opts.scale_method == "best":
+        if large and "gptq" in can:
+            return tuple(dict.fromkeys((can[0], "gptq")))
         return tuple(can)
     if opts.scale_method in can:
         return (opts.scale_method,)
@@ -75,6 +84,14 @@ def methods(fmt: str, hessian: Hessian | None, opts: PackOptions, allow_gptq: bo
 
 GPTQ_CLIP_GRIDS = {"clip0.9": P.CLIP_FRACTIONS[40:], "clip0.8": P.CLIP_FRACTIONS[30:],
                    "clip0.5": P.CLIP_FRACTIONS}                      # fractions of the row maximum searched
+# large tensors search every fifth fraction (0.50, 0.55, ..., 1.00: 11 instead of 51 quantize-and-measure passes
+# over millions of values); GPTQ then compensates within the chosen grid
+GPTQ_CLIP_GRIDS_COARSE = {k: tuple(f for f in g if round(f * 100) % 5 == 0) for k, g in GPTQ_CLIP_GRIDS.items()}
+
+
+def clip_grids(rows: np.ndarray) -> dict[str, tuple]:
+    """The clip-fraction grids GPTQ's scale sources (and the data-free clip search) use for these rows."""
+    return GPTQ_CLIP_GRIDS_COARSE if rows.size > LARGE_TENSOR else GPTQ_CLIP_GRIDS
 VARIANTS = {"gptq": ("absmax", "absmean", *GPTQ_CLIP_GRIDS), "clip_search": ("weighted", "plain")}
 
 
@@ -97,26 +114,32 @@ def encodings(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | No
         return memo[key]
 
     if method == "clip_search" and "clip_search" in f.scale_methods:
+        rows = P.check_rows(formats.as_rows(w))
+        if hessian is not None:           # one pass for this search and GPTQ's, whose widest grid it is
+            gptq_jobs(rows, f, diag, memo)
         return [("weighted" if hessian is not None else "plain",
-                 f.encode(w, "clip_search", clip=searched(P.CLIP_FRACTIONS)))]
+                 f.encode(w, "clip_search", clip=searched(clip_grids(rows)["clip0.5"])))]
     if method != "gptq":
         return [(None, f.encode(w, method, sdclip_k=opts.sdclip_k))]
     if not f.uses_gptq or hessian is None:
         raise QuantError(f"GPTQ applies to integer formats with a Hessian; not to {fmt!r} here")
     rows = P.check_rows(formats.as_rows(w))
-    return gptq_encodings(rows, hessian, gptq_jobs(rows, f, diag, memo), opts)
+    return gptq_encodings(rows, hessian, scout_variants(rows, hessian, gptq_jobs(rows, f, diag, memo), opts), opts)
 
 
 def gptq_jobs(rows: np.ndarray, f: formats.TensorFormat, diag: np.ndarray, memo: dict) -> list:
     """(format, variant, clip) of every GPTQ scale source of f: the format's start clips, with the diag-H-
-    weighted clip searches of GPTQ_CLIP_GRIDS memoised in `memo` (shared with the data-free clip search)."""
-    def searched(grid):
-        key = ("clip", grid, True)
-        if key not in memo:
-            memo[key] = f.clip(rows, "clip_search", diag, fractions=grid)
-        return memo[key]
-    clips = f.gptq_start_clips(rows, lambda: {k: searched(g) for k, g in GPTQ_CLIP_GRIDS.items()})
-    return [(f, v, clip) for v, clip in clips.items()]
+    weighted clip searches of GPTQ_CLIP_GRIDS (one pass for all of them, memoised in `memo`, which the data-free
+    clip search shares: its grid is the widest)."""
+    grids = clip_grids(rows)
+
+    def searched():
+        missing = {k: g for k, g in grids.items() if ("clip", g, True) not in memo}
+        if missing:
+            found = P.clip_search_grids(rows, f.bits, f.group, missing, diag)
+            memo.update({("clip", g, True): found[k] for k, g in missing.items()})
+        return {k: memo[("clip", g, True)] for k, g in grids.items()}
+    return [(f, v, clip) for v, clip in f.gptq_start_clips(rows, searched).items()]
 
 
 GPTQ_BATCH_BYTES = 64 << 20        # float64 rows one batched GPTQ sweep may hold (jobs x rows x cols x 8)
@@ -137,6 +160,31 @@ def gptq_encodings(rows: np.ndarray, hessian: Hessian, jobs: list, opts: PackOpt
                                  hessian.cache[cfg])
         out.extend((v, f.from_codes(c, s, "gptq")) for (f, v, s), c in zip(chunk, codes))
     return out
+
+
+SCOUT_ROWS = 256     # GPTQ variants are compared on this many rows of a tensor with more than twice as many
+
+
+def scout_variants(rows: np.ndarray, hessian: Hessian, jobs: list, opts: PackOptions) -> list:
+    """Per format, the GPTQ job (scale source) with the least Hessian-weighted error on SCOUT_ROWS rows spread
+    over the tensor. GPTQ treats rows independently, so those rows' codes are exactly what the full sweep gives
+    them: the choice costs a fraction of a sweep, and only the chosen variant then runs on every row."""
+    R = rows.shape[0]
+    per_format: dict[str, list] = {}
+    for job in jobs:
+        per_format.setdefault(job[0].name, []).append(job)
+    if R <= 2 * SCOUT_ROWS or all(len(js) == 1 for js in per_format.values()):
+        return jobs
+    pick = np.linspace(0, R - 1, SCOUT_ROWS).round().astype(np.int64)
+    sub = rows[pick]
+    sub_jobs = [(f, v, np.asarray(clip)[pick]) for f, v, clip in jobs]
+    errors = [P.hessian_error(sub, formats.decode(enc.format, enc.arrays, sub.shape), hessian.matrix)
+              for _, enc in gptq_encodings(sub, hessian, sub_jobs, opts)]
+    best = {}
+    for job, err in zip(jobs, errors):
+        if job[0].name not in best or err < best[job[0].name][1]:
+            best[job[0].name] = (job, err)
+    return [job for job, _ in best.values()]
 
 
 def encode_with(w: np.ndarray, fmt: str, method: str | None, hessian: Hessian | None,
@@ -168,7 +216,7 @@ def best_candidate(name: str, w: np.ndarray, fmt: str, hessian: Hessian | None, 
         if variant == "plain":
             h = None
     best, memo = None, {}
-    for m in methods(fmt, h, opts, allow_gptq):
+    for m in methods(fmt, h, opts, allow_gptq, large=w.size > LARGE_TENSOR and scale is None):
         for v, enc in encodings(w, fmt, m, h, opts, memo):
             if variant and v != variant:
                 continue
@@ -224,42 +272,51 @@ def _pareto(items: list, key_bytes, key_err, slack: float = 1.0) -> list:
     return keep
 
 
-GPTQ_FORMAT_SLACK = 1.10     # GPTQ runs for the formats within 10% (bytes) of the data-free frontier
+NEAR_FORMAT_SLACK = 1.10     # full scale searches and GPTQ for formats within 10% (bytes) of the scouts' frontier
 
 
 def candidate_set(name: str, w: np.ndarray, hessian: Hessian | None, menu: tuple[str, ...], opts: PackOptions,
                   also_data_free: bool = False) -> list[Candidate]:
-    """Every applicable (menu format, scale method) of w, pruned to those no other beats on both bytes and
-    error (pruned first on estimated bytes with 3% slack, then on the real stored bytes). GPTQ, the costly
-    method, runs (batched: one column sweep for several formats and variants) only for the formats whose
-    data-free encodings lie within GPTQ_FORMAT_SLACK of the data-free frontier: GPTQ lowers every format's
-    error by a similar factor, so a format far behind the frontier stays behind it. With also_data_free (a
-    tied embedding, whose Hessian sees only its head use) the data-free methods are kept a second time, scored
-    by plain squared error, as a separate family."""
+    """Every applicable (menu format, scale method) of w worth sizing, pruned to those no other beats on both
+    bytes and error (first on estimated bytes with 3% slack, then on the real stored bytes).
+
+    Two stages, so that the cost does not grow as formats x methods at the users' scale: each menu format is
+    first scouted with its cheapest encoding (round to nearest at the row or group maximum: one pass); the
+    clip searches and GPTQ (batched: one column sweep for several formats and variants) then run only for
+    the formats whose scout lies within NEAR_FORMAT_SLACK of the scouts' frontier — a better scale method
+    lowers every format's error by a similar factor, so a format far behind the frontier stays behind it.
+    With also_data_free (a tied embedding, whose Hessian sees only its head use) the data-free methods are kept
+    a second time, scored by plain squared error, as a separate family."""
     w = np.asarray(w, dtype=np.float32)
     h = usable_hessian(w, hessian)
     families = [h] + ([None] if also_data_free and h is not None and opts.scale_method == "best" else [])
     out = []
     for fam_h in families:
-        pool, gptq_formats, memos = [], [], {}
+        scouts, memos = {}, {}
         for fmt in menu:
-            if not formats.get(fmt).applies(w):
-                continue
-            memo = memos.setdefault(fmt, {})
-            for m in methods(fmt, fam_h, opts):     # every variant: they trade bytes for error differently
-                if m == "gptq":
-                    gptq_formats.append(fmt)
+            if formats.get(fmt).applies(w):
+                enc = formats.get(fmt).encode(w)                     # the format's first data-free method
+                scouts[fmt] = (enc, error_of(w, enc, fam_h), estimated_bytes(enc), None)
+        near = {it[0].format for it in _pareto(list(scouts.values()), lambda it: it[2], lambda it: it[1],
+                                               slack=NEAR_FORMAT_SLACK)}
+        pool, jobs = [], []
+        rows = P.check_rows(formats.as_rows(w))
+        diag = np.diag(fam_h.matrix) if fam_h is not None else None
+        for fmt, scout in scouts.items():
+            f = formats.get(fmt)
+            for m in methods(fmt, fam_h, opts, large=w.size > LARGE_TENSOR):   # every variant: bytes vs error
+                if m is None or m == f.scale_methods[0]:          # float formats, and the scout's own method
+                    pool.append(scout)
+                elif fmt not in near:
                     continue
-                for v, enc in encodings(w, fmt, m, fam_h, opts, memo):
-                    pool.append((enc, error_of(w, enc, fam_h), estimated_bytes(enc), v))
-        if gptq_formats:     # GPTQ (the costly method) for the formats near the data-free frontier, batched
-            near = {it[0].format for it in _pareto(pool, lambda it: it[2], lambda it: it[1], slack=GPTQ_FORMAT_SLACK)}
-            rows = P.check_rows(formats.as_rows(w))
-            diag = np.diag(fam_h.matrix)
-            jobs = [job for fmt in gptq_formats if fmt in near or not pool
-                    for job in gptq_jobs(rows, formats.get(fmt), diag, memos[fmt])]
+                elif m == "gptq":
+                    jobs += gptq_jobs(rows, f, diag, memos.setdefault(fmt, {}))
+                else:
+                    pool += [(enc, error_of(w, enc, fam_h), estimated_bytes(enc), v)
+                             for v, enc in encodings(w, fmt, m, fam_h, opts, memos.setdefault(fmt, {}))]
+        if jobs:
             pool += [(enc, error_of(w, enc, fam_h), estimated_bytes(enc), v)
-                     for v, enc in gptq_encodings(rows, fam_h, jobs, opts)]
+                     for v, enc in gptq_encodings(rows, fam_h, scout_variants(rows, fam_h, jobs, opts), opts)]
         pool = _pareto(pool, lambda it: it[2], lambda it: it[1], slack=1.03)
         exact = [Candidate(name, e.format, e.scale, e, tensor_sections(name, e, opts)[2], err,
                            fam_h is not None, v) for e, err, _, v in pool]

@@ -9,8 +9,8 @@ Three kinds are defined here: float passthrough (fp32, fp16, bf16), symmetric in
 row or per group (int3..int8, and ternary as 2 bits), and NF4 blocks. Adding a format is one `register`
 call here, its name in packer.constants.TENSOR_FORMATS (the reader's list, part of the file format; a test
 keeps both in step) and its row in FORMAT.md.
-All arithmetic is quant.primitives; NF4 encoding calls bitsandbytes (imported only then); decoding needs only
-numpy. Must not import torch at module level, read files, or choose among formats (quant/candidates.py).
+All arithmetic is quant.primitives (NF4 included: bitsandbytes' code book and encoder, restated in numpy and
+checked against bitsandbytes bit for bit); numpy only. Must not import torch at module level, read files, or choose among formats (quant/candidates.py).
 """
 
 from __future__ import annotations
@@ -240,17 +240,13 @@ class NF4Format(TensorFormat):
         return bool(np.all(np.abs(w) <= P.FP16_MAX))
 
     def encode(self, w, method=None, *, clip=None, weights=None, sdclip_k=None) -> Encoded:
-        import bitsandbytes.functional as bnbf  # only to encode: decoding needs numpy alone
-        import torch
-
         flat = P.check_rows(np.asarray(w, dtype=np.float32).reshape(1, -1))[0]
         if flat.size == 0:
             raise QuantError("NF4 needs at least one value")
         if np.abs(flat).max() > P.FP16_MAX:
             raise QuantError("tensor has values beyond fp16's range; NF4 stores fp16 block maxima")
-        packed, state = bnbf.quantize_4bit(torch.from_numpy(flat.copy()), blocksize=self.group, quant_type="nf4")
-        return Encoded(self.name, {"codes": packed.numpy().reshape(-1).copy(),
-                                   "scales": state.absmax.numpy().astype(np.float16)}, 4, "absmax")
+        packed, absmax = P.nf4_quantize(flat, self.group)
+        return Encoded(self.name, {"codes": packed, "scales": absmax.astype(np.float16)}, 4, "absmax")
 
     def _arrays(self, arrays, shape) -> tuple[np.ndarray, np.ndarray, int]:
         codes, scales = arrays["codes"], arrays["scales"]

@@ -26,7 +26,7 @@ class PackOptions:
     scale_method: str = "best"        # "best" (least error among those that apply) or one of SCALE_METHODS
     sdclip_k: float | None = None     # SDClip's k; None: quant.primitives.SDCLIP_K for the bit width
     gptq_damp: float = 0.01           # GPTQ dampening (fraction of mean diag H)
-    gptq_block: int = 128             # GPTQ columns per block
+    gptq_block: int = 32              # GPTQ columns per lazy-batch block (32: 2.7x faster than 128 in numpy, same math)
     gptq_act_order: bool = True       # GPTQ in order of decreasing diag H
     dedup: bool = True                # exact duplicate tensors stored once (manifest aliases)
     extra_codecs: tuple[str, ...] = ("ans", "brotli-shuffle")   # also tried per section; the smallest wins

@@ -83,7 +83,8 @@ class PackJob:
                 route = RouteStep(self.unseen.tokens, replace(request.route, calib_tokens=n))
         windows = joint = None
         if self.unseen is not None:
-            windows, joint = calibration_sets(self.unseen, calib, fam.context(cfg), request.progress)
+            windows, joint = calibration_sets(self.unseen, calib, fam.context(cfg), request.progress,
+                                              params=sum(v.numel() for v in source.tensors.values()))
         else:
             log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
                 "scales by data-free clip choice, no GPTQ, no planner", request.progress)

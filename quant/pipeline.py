@@ -43,11 +43,14 @@ from quant.planner import (
     solve,
     uniform_seeds,
 )
+from quant.slopes import output_gradient_slopes
 from quant.tying import alias_groups, find_duplicates
 from quant.workers import map_tasks
 
 Route = Callable[[bytes], dict]
 MAX_CONFIRM_ROUNDS = 6
+JOINT_ALL_PARAMS = 2_000_000     # models up to this size have every uniform start checked jointly
+MAX_JOINT_STARTS = 3             # larger ones: the additive solve and this many starts, best predicted first
 
 
 def log(msg: str, enabled: bool) -> None:
@@ -186,9 +189,14 @@ class Packer:
                 options = self.options(cfg)
             evals0 = self.evaluator.evals
             per_eval = self.evaluator.seconds / max(self.evaluator.evals, 1)
+            def slopes() -> dict[str, float]:
+                with self.stages.stage("sensitivities: output-gradient slopes"):
+                    return output_gradient_slopes(self._model, self.evaluator.windows, self._batch_size,
+                                                  self.progress)
             with self.stages.stage("sensitivities"):
                 mode = sensitivities(options, self.loss_delta, cfg.sensitivity, cfg.max_measured_evals,
-                                     self.progress, cfg.noise_nats, per_eval, cfg.max_measured_seconds)
+                                     self.progress, cfg.noise_nats, per_eval, cfg.max_measured_seconds,
+                                     slopes, lambda cands: self._delta(self.evaluator, cands))
             self._measured[cfg] = options, {"mode": "planner", "sensitivity": mode,
                                             "evals": self.evaluator.evals - evals0,
                                             "seconds_per_eval": round(per_eval, 4),
@@ -225,8 +233,7 @@ class Packer:
             raise BudgetError(f"even the smallest plan ({trial.total_bytes} B with code, {overhead} B of it "
                               f"manifest, headers and code) exceeds the budget {budget} B; raise --budget-bytes")
         target = budget - overhead
-        starts = {"additive": options, **{k: restrict(options, seed) for k, seed in
-                                          uniform_seeds(options, is_embedding, target).items()}}
+        starts = {"additive": options, **self._best_starts(cfg, options, target)}
         joint = []
         with self.stages.stage("planning (solves and joint checks)"):
             for label, opt_set in starts.items():
@@ -249,6 +256,19 @@ class Packer:
             f"{predicted:.5f} / measured {res.report['measured_dloss_nats']:.5f} nats/token, "
             f"{facts['evals']} evaluations ({facts['sensitivity']})", self.progress)
         return res
+
+    def _best_starts(self, cfg: PlannerConfig, options: dict[str, list[Option]], target: int) -> dict:
+        """The uniform starts whose joint loss is measured: all of them for models up to JOINT_ALL_PARAMS
+        parameters, else the cfg.max_joint_starts (default MAX_JOINT_STARTS) best by predicted loss increase
+        (a joint check costs one forward over the joint set; at 36M parameters a dozen of them took minutes)."""
+        seeds = {k: restrict(options, seed) for k, seed in uniform_seeds(options, is_embedding, target).items()}
+        k = cfg.max_joint_starts
+        if k is None:
+            k = len(seeds) if sum(v.size for v in self.tensors.values()) <= JOINT_ALL_PARAMS else MAX_JOINT_STARTS
+        if len(seeds) <= k:
+            return seeds
+        predicted = {s: sum(o.dloss for o in solve(opt, target).values()) for s, opt in seeds.items()}
+        return {s: seeds[s] for s in sorted(seeds, key=lambda s: (predicted[s], s))[:k]}
 
     def _confirm(self, options: dict[str, list[Option]], target: int, budget: int, opts: PackOptions,
                  facts: dict) -> tuple[float, PackResult, dict[str, Candidate]] | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from quant.candidates import VARIANTS, Candidate
 
 DEFAULT_MENU = tuple(f"int{b}_{g}" for b in (8, 7, 6, 5, 4, 3) for g in ("row", "g64", "g128")) + (
     "ternary_row", "ternary_g64", "nf4_g64", "fp16")
-SENSITIVITY_MODES = ("auto", "measured", "hessian")
+SENSITIVITY_MODES = ("auto", "measured", "hessian", "proxy")
 PLAN_VERSION = 1
 DP_MAX_UNITS = 200_000
 
@@ -49,6 +50,7 @@ class PlannerConfig:
     max_measured_evals: int = 300
     max_measured_seconds: float | None = None   # auto: measure only if evals x one eval's time fit this
     noise_nats: float = 2e-4        # measured loss changes below this are treated as noise (see _smooth)
+    max_joint_starts: int | None = None   # joint checks of uniform starts (best predicted first); None: by size
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.menu if f not in C.TENSOR_FORMATS]
@@ -117,18 +119,26 @@ def _smooth(opts: list[Option], noise_nats: float) -> None:
 
 def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_evals: int,
                   progress: bool = True, noise_nats: float = 2e-4, eval_seconds: float | None = None,
-                  max_seconds: float | None = None) -> str:
+                  max_seconds: float | None = None, slopes=None, joint_loss_of=None) -> str:
     """Fill Option.dloss for every tensor with more than one option; returns the mode used.
 
     loss_of(name, cand) -> loss increase (nats/token) with that one tensor replaced by the candidate. "auto"
     measures every option when there are at most max_evals of them and, given both, their estimated time
-    (count x eval_seconds, one evaluation's measured time) is at most max_seconds; else "hessian".
+    (count x eval_seconds, one evaluation's measured time) is at most max_seconds; else "proxy" when `slopes`
+    (a function returning quant/slopes.py's slopes, called only then) and joint_loss_of(name -> cand) are
+    given, else "hessian".
     """
     varying = {n: o for n, o in options.items() if len(o) > 1}
     n_all = sum(len(o) for o in varying.values())
     if mode == "auto":
         in_time = max_seconds is None or eval_seconds is None or n_all * eval_seconds <= max_seconds
-        mode = "measured" if n_all <= max_evals and in_time else "hessian"
+        mode = ("measured" if n_all <= max_evals and in_time else
+                "proxy" if slopes is not None and joint_loss_of is not None else "hessian")
+    if mode == "proxy":
+        if slopes is None or joint_loss_of is None:
+            raise ConfigError("--sensitivity proxy needs calibration data (the output-gradient slopes)")
+        _proxy(varying, slopes(), loss_of, joint_loss_of, noise_nats, progress)
+        return mode
     probes = {n: (o if mode == "measured" else _probes(o)) for n, o in varying.items()}
     bar = Progress(f"planner: measuring sensitivities ({mode})", sum(len(p) for p in probes.values()),
                    enabled=progress)
@@ -141,10 +151,70 @@ def sensitivities(options: dict[str, list[Option]], loss_of, mode: str, max_eval
         if mode == "measured":
             _smooth(opts, noise_nats)
         else:
-            for o in _fallback_probes(opts, noise_nats):
-                o.measured = float(loss_of(name, o.cand))
-            _linear(opts, noise_nats)
+            _fit_linear(name, opts, loss_of, noise_nats)
     return mode
+
+
+def _fit_linear(name: str, opts: list[Option], loss_of, noise_nats: float) -> None:
+    """hessian mode's slope for one tensor whose probes are measured: fallback probes where they all measured
+    noise, then dloss = alpha x error."""
+    for o in _fallback_probes(opts, noise_nats):
+        o.measured = float(loss_of(name, o.cand))
+    _linear(opts, noise_nats)
+
+
+def role(name: str) -> str:
+    """A tensor's role across layers: its name with the layer numbers taken out (blocks.3.mlp.fc.weight ->
+    blocks.#.mlp.fc.weight); the proxy's slopes are calibrated once per role."""
+    return re.sub(r"\.\d+\.", ".#.", name)
+
+
+def _proxy(varying: dict[str, list[Option]], slopes: dict[str, float], loss_of, joint_loss_of,
+           noise_nats: float, progress: bool) -> None:
+    """Sensitivities at the users' scale, in a number of evaluations that does not grow with tensors x options.
+
+    Options with a Hessian-weighted error get dloss = kappa_role x slope x error: the slope from one gradient
+    pass (quant/slopes.py), kappa from one measured joint evaluation per role (every tensor of the role at
+    its middle option at once, against the sum of their proxies; a role whose joint change is noise gets the
+    most kappa can be given the floor). Other options (no Linear: embeddings, tied heads) are fitted as in
+    hessian mode, from two or three measured probes."""
+    by_role: dict[str, list[str]] = {}
+    for n, opts in varying.items():
+        if n in slopes and any(o.cand.family == "hessian" for o in opts):
+            by_role.setdefault(role(n), []).append(n)
+    direct = [n for n in varying if not any(n in names for names in by_role.values())]
+    bar = Progress("planner: sensitivities (proxy: one joint evaluation per role)",
+                   len(by_role) + sum(len(_probes(varying[n])) for n in direct), enabled=progress)
+    done = 0
+    for names in by_role.values():
+        probe = {n: _middle([o for o in varying[n] if o.cand.family == "hessian"]) for n in names}
+        predicted = sum(slopes[n] * probe[n].cand.error for n in names)
+        measured = float(joint_loss_of({n: probe[n].cand for n in names}))
+        kappa = (measured / predicted if measured > noise_nats else noise_nats / predicted) if predicted > 0 else 0.0
+        for n in names:
+            probe[n].measured = measured if len(names) == 1 else None
+            for o in varying[n]:
+                if o.cand.family == "hessian":
+                    o.dloss = kappa * slopes[n] * o.cand.error
+        done += 1
+        bar.update(done, role=role(names[0])[-24:])
+    for n in direct:
+        for o in _probes(varying[n]):
+            o.measured = float(loss_of(n, o.cand))
+            done += 1
+            bar.update(done, tensor=n[-24:])
+        _fit_linear(n, varying[n], loss_of, noise_nats)
+    for n in (n for names in by_role.values() for n in names):    # a plain family beside the hessian one
+        plain = [o for o in varying[n] if o.cand.family != "hessian"]
+        if plain:
+            for o in _probes(plain):
+                o.measured = float(loss_of(n, o.cand))
+            _fit_linear(n, plain, loss_of, noise_nats)
+
+
+def _middle(opts: list[Option]) -> Option:
+    """The option in the middle of the byte order (its proxy is neither noise nor far from linear)."""
+    return sorted(opts, key=lambda o: (o.cand.bytes, o.cand.error))[len(opts) // 2]
 
 
 def _fallback_probes(opts: list[Option], noise_nats: float) -> list[Option]:

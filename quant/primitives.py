@@ -7,8 +7,8 @@ dequantize(codes, scales) is exactly what the reader rebuilds. Zero scales (all-
 underflow) give zero codes. Clip choices: absmax (round to nearest at the group's max |w|), clip search
 (the fraction of the max with the least, optionally column-weighted, squared error), SDClip
 (min(k * std, absmax)), absmean (ternary, BitNet b1.58). NF4: bitsandbytes' code book, two 4-bit codes per
-byte (high nibble first), one fp16 absmax per block of the flattened tensor; encoding calls bitsandbytes
-(quant/formats.py), decoding is here. quant/reference.py restates every function slowly; tests compare.
+byte (high nibble first), one fp16 absmax per block of the flattened tensor; encoding reproduces bitsandbytes'
+quantize_4bit bit for bit (a test compares them), decoding is bitsandbytes' dequantization. quant/reference.py restates every function slowly; tests compare.
 Must not import torch.
 """
 
@@ -161,20 +161,32 @@ def clip_search(w: np.ndarray, bits: int, group: int | None = None, fractions=CL
                 weights: np.ndarray | None = None) -> np.ndarray:
     """Per row/group, the clip f * max|w| (f in `fractions`) whose quantization has the least (column-
     weighted) squared error; ties keep the larger fraction. [R, G] float32."""
+    return clip_search_grids(w, bits, group, {"one": fractions}, weights)["one"]
+
+
+def clip_search_grids(w: np.ndarray, bits: int, group: int | None, grids: dict, weights: np.ndarray | None = None
+                      ) -> dict:
+    """clip_search for several fraction grids at once (name -> clip [R, G]): each fraction's error is computed
+    once and shared by every grid holding it; each grid's result equals clip_search over that grid alone."""
     w = check_rows(w)
     amax = absmax_clip(w, group)
-    best = amax.copy()
-    best_err = np.full(amax.shape, np.inf)
-    for f in sorted({float(f) for f in fractions}, reverse=True):
+    wanted = sorted({float(f) for fr in grids.values() for f in fr}, reverse=True)
+    for f in wanted:
         if not 0 < f <= 1:
             raise QuantError(f"clip fractions must lie in (0, 1], got {f}")
+    best = {k: amax.copy() for k in grids}
+    best_err = {k: np.full(amax.shape, np.inf) for k in grids}
+    members = {k: {float(f) for f in fr} for k, fr in grids.items()}
+    for f in wanted:
         clip = amax * np.float32(f)
         s = scales_for_clip(clip, bits)
         err = weighted_sq_error(w, dequantize(quantize_with_scales(w, s, bits, group), s, group), group, weights)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best = np.where(better, clip, best)
-    return best.astype(np.float32)
+        for k in grids:
+            if f in members[k]:
+                better = err < best_err[k]
+                best_err[k] = np.where(better, err, best_err[k])
+                best[k] = np.where(better, clip, best[k])
+    return {k: v.astype(np.float32) for k, v in best.items()}
 
 
 def quantize_groups(w: np.ndarray, bits: int, group: int | None = None,
@@ -201,7 +213,32 @@ def hessian_error(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray) -> float:
     return float(np.sum((e @ np.asarray(h, np.float64)) * e))
 
 
-# --- NF4 (decode; encoding calls bitsandbytes in quant/formats.py) -------------------------------------------
+# --- NF4 ---------------------------------------------------------------------------------------------------------
+def nf4_quantize(flat: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(packed uint8 codes [ceil(n/2)], float32 absmax [ceil(n/block)]) of a flat float32 array, exactly as
+    bitsandbytes' quantize_4bit(quant_type="nf4") computes them on the CPU (a test checks it bit for bit): each
+    full block scaled by the reciprocal of its absmax, the last partial block divided by its absmax, clamped
+    to [-1, 1], the nearest code by the float32 midpoints of NF4_CODE (ties to the lower code), an odd count
+    padded with one zero, two codes a byte, high nibble first. Pure numpy: no torch in the encoders."""
+    flat = np.asarray(flat, dtype=np.float32).reshape(-1)
+    n = flat.size
+    full = n - n % block
+    com = flat[:full].reshape(full // block, block)
+    absmax = np.abs(com).max(axis=1) if full else np.zeros(0, np.float32)
+    tiny = np.float32(1e-38)
+    scaled = np.clip(com * (np.float32(1.0) / np.maximum(absmax, tiny))[:, None], -1, 1).reshape(-1)
+    if n % block:                        # bitsandbytes stores the partial block's absmax after its 1e-38 floor
+        last = np.maximum(np.abs(flat[full:]).max(), tiny)
+        absmax = np.append(absmax, last)
+        scaled = np.concatenate([scaled, np.clip(flat[full:] / last, -1, 1)])
+    if n % 2:
+        scaled = np.append(scaled, np.float32(0))
+    mid = ((NF4_CODE[:-1] + NF4_CODE[1:]) / np.float32(2)).astype(np.float32)
+    idx = np.searchsorted(mid, scaled.astype(np.float32), side="left").astype(np.uint8)
+    return ((idx[0::2] << 4) | idx[1::2]).astype(np.uint8), absmax.astype(np.float32)
+
+
+
 def nf4_dequantize(packed: np.ndarray, absmax: np.ndarray, n: int, block: int) -> np.ndarray:
     """float32 [n] from packed uint8 codes [ceil(n/2)] (high nibble first) and per-block absmax [ceil(n/block)]."""
     packed = np.asarray(packed, dtype=np.uint8).ravel()

@@ -102,3 +102,17 @@ def test_nf4_code_book_and_decode_match_bitsandbytes():
         assert np.array_equal(got, bnbf.dequantize_4bit(packed, state).numpy().reshape(w.shape))
         ref = R.nf4_decode(enc.arrays["codes"], enc.arrays["scales"], w.size, block, P.NF4_CODE)
         assert np.array_equal(got.ravel(), ref)
+
+
+def test_nf4_encoder_equals_bitsandbytes_bit_for_bit():
+    torch = pytest.importorskip("torch")
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n, block = int(rng.integers(1, 3000)), int(rng.choice([32, 64, 128, 256]))
+        flat = (rng.standard_t(3, n) * 0.1).astype(np.float32)
+        if trial % 7 == 0:
+            flat[: min(n, block)] = 0                                    # an all-zero block
+        packed, state = bnbf.quantize_4bit(torch.from_numpy(flat.copy()), blocksize=block, quant_type="nf4")
+        codes, absmax = P.nf4_quantize(flat, block)
+        assert np.array_equal(codes, packed.numpy().reshape(-1)) and np.array_equal(absmax, state.absmax.numpy())
