@@ -13,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from common import __version__
 from cli_options import (
     DEFAULT_BUDGET,
     PATH,
     data_options,
+    device_option,
     json_option,
     opt,
     pack_options,
@@ -28,9 +28,11 @@ from cli_options import (
     train_options,
     writes,
 )
+from common import __version__
 from common.errors import INTERNAL_ERROR_EXIT_CODE, BudgetError, GolfpackError
 from core.config import ModelConfig
 from core.dataset import data_job, prepare_default_data
+from core.distributed import read_dist_env
 from core.sources import format_ingest, ingest_job, load_source
 from core.tokenizer import Tokenizer
 from core.train import TrainConfig
@@ -45,6 +47,7 @@ from verify.job import VerifyRequest, verify_job
 from verify.report import demo_summary, format_demo_summary, format_experiment, format_verify
 from verify.submission import export_job, format_export
 from verify.unpack import format_unpack, unpack_job
+
 
 class GolfpackGroup(click.Group):
     def invoke(self, ctx: click.Context):          # one line per error, tracebacks only with --debug
@@ -121,12 +124,13 @@ def ingest(checkpoint, out, tokenizer, as_json, force, **kw):
 @click.argument("checkpoint", type=PATH)
 @opt("-o", "--out", type=PATH, required=True, help="Artifact path (.gpk).")
 @pack_options
+@device_option
 @pgolf_options
 @route_options
 @writes
 @click.pass_context
 def pack(ctx, checkpoint, out, budget_bytes, tokenizer, calib_data, calib_tokens, joint_tokens, sensitivity,
-         calib_seconds, fill, plan_file, plan_out, scale_method, codec_list, menu, as_json, force, **kw):
+         calib_seconds, fill, plan_file, plan_out, scale_method, codec_list, menu, device, as_json, force, **kw):
     """Pack a checkpoint (golfpack, or Parameter Golf .pt/.ptz/safetensors) into one artifact under the budget."""
     opts = PackOptions.from_options(codec_list, embed_format=kw.pop("embed_format"), budget_bytes=budget_bytes,
                                     matrix_format=kw.pop("matrix_format"), control_format=kw.pop("control_format"),
@@ -138,7 +142,7 @@ def pack(ctx, checkpoint, out, budget_bytes, tokenizer, calib_data, calib_tokens
                       plan=read_plan(plan_file) if plan_file else None,
                       fill=fill if fill is not None else plan_file is None and budget_given, route=route_from(kw),
                       tokenizer=Tokenizer.load(tokenizer) if tokenizer else None, plan_out=plan_out,
-                      extra_inputs=tuple(p for p in (tokenizer, plan_file) if p), force=force)
+                      extra_inputs=tuple(p for p in (tokenizer, plan_file) if p), force=force, device=device)
     rep = pack_report(pack_file(checkpoint, pgolf_from(kw), req), out)
     emit(rep, as_json, format_pack(rep))
 
@@ -178,13 +182,18 @@ def audit(artifact, code_files, budget_bytes, plot, as_json, force):
 @opt("--policy", default="embedded", metavar="POLICY", help="embedded (the artifact's routing rule) | uniform-K | "
                                                             "uniform-K+1 | a signal name (calibrated on --data's "
                                                             "*_train_* shards at the embedded fraction).")
+@opt("--max-tokens", type=int, help="A quick partial verify: the first N scored tokens (labelled partial).")
+@device_option
 @pgolf_options
 @json_option
-def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, policy, as_json, **kw):
-    """Unpack an artifact (or take a checkpoint as it is), rerun it, and report the loss and bits per byte."""
+def verify(artifact, data, tokenizer, reference, batch_size, seq_len, stride, policy, max_tokens, device, as_json,
+           **kw):
+    """Unpack an artifact (or take a checkpoint as it is), rerun it, and report the loss and bits per byte.
+    Under torchrun, one process per GPU (NCCL) or CPU core (gloo) shares the windows; rank 0 prints."""
     rep = verify_job(VerifyRequest(artifact, tuple(data), tokenizer, tuple(reference), batch_size, seq_len, stride,
-                                   pgolf_from(kw), policy, progress=not as_json))
-    emit(rep, as_json, format_verify(rep))
+                                   pgolf_from(kw), policy, progress=not as_json, max_tokens=max_tokens, device=device))
+    if read_dist_env().rank == 0:
+        emit(rep, as_json, format_verify(rep))
 
 
 # --- data, submission, experiment, demo ----------------------------------------------------------------------

@@ -28,6 +28,8 @@ def opt(*decls, help: str = "", **kw):
 
 
 PATH = click.Path(path_type=Path)
+device_option = opt("--device", default="auto", help="auto (the local rank's GPU when CUDA is present, else the "
+                                                   "CPU) | cpu | cuda | cuda:N.")
 json_option = opt("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 writes = options(json_option, opt("--force", is_flag=True, help="Replace an existing output golfpack did not "
                                                                "write (never an input of the run)."))

@@ -66,10 +66,19 @@ def read_dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:
 
 
 def select_device(preference: str, env: DistEnv, cuda_available: bool, cuda_count: int) -> torch.device:
-    """The device for this process: 'cpu'; 'cuda' (must exist); 'auto' = the local rank's GPU if CUDA is
-    available, else the CPU. Pure logic: the caller passes torch.cuda.is_available() and the device count."""
+    """The device for this process: 'cpu'; 'cuda' (must exist); 'cuda:N' (one process: GPU N); 'auto' = the
+    local rank's GPU if CUDA is available, else the CPU. Pure logic: the caller passes
+    torch.cuda.is_available() and the device count."""
+    index = preference.removeprefix("cuda:")
+    if index != preference and index.isdigit():
+        if env.world_size > 1:
+            raise ConfigError(f"--device {preference}: under torchrun each rank takes its local rank's GPU; "
+                              f"use --device cuda")
+        if not cuda_available or int(index) >= cuda_count:
+            raise ConfigError(f"--device {preference}: only {cuda_count if cuda_available else 0} GPU(s) visible")
+        return torch.device("cuda", int(index))
     if preference not in DEVICE_CHOICES:
-        raise ConfigError(f"device {preference!r} is not one of {list(DEVICE_CHOICES)}")
+        raise ConfigError(f"--device {preference!r} is not one of {list(DEVICE_CHOICES)} or cuda:N")
     if preference == "cpu" or (preference == "auto" and not cuda_available):
         return torch.device("cpu")
     if not cuda_available:

@@ -254,7 +254,8 @@ class LossEvaluator:
     """Mean next-token loss (nats) of a model on calibration windows, optionally with weights replaced."""
 
     def __init__(self, model: nn.Module, windows: np.ndarray, batch_size: int = 16) -> None:
-        self.model = model.eval()
+        self.model = model.eval()               # runs where the model's parameters are (pack --device)
+        self.device = next(model.parameters()).device
         self.windows = windows
         self.batch_size = batch_size
         self.params = dict(model.named_parameters())
@@ -268,6 +269,7 @@ class LossEvaluator:
         total, count = 0.0, 0
         with torch_threads(CALIB_THREADS):
             for batch in _batches(self.windows, self.batch_size):
+                batch = batch.to(self.device)
                 logits = self.model(batch[:, :-1])
                 y = batch[:, 1:]
                 total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
@@ -287,7 +289,7 @@ class LossEvaluator:
                     raise UsageError(f"cannot replace {name!r}: the model has no such parameter")
                 p = self.params[name]
                 saved[name] = p.detach().clone()
-                p.copy_(torch.from_numpy(np.asarray(arr, dtype=np.float32)).reshape(p.shape))
+                p.copy_(torch.from_numpy(np.asarray(arr, dtype=np.float32)).reshape(p.shape).to(p.device))
             return self.loss()
         finally:
             for name, old in saved.items():

@@ -21,6 +21,7 @@ from pathlib import Path
 from common.atomic import check_output, refuse_same_path, write_bytes_atomic
 from common.errors import BudgetError, UsageError
 from common.stages import Stages
+from core.distributed import local_context
 from core.route_calibrate import DEFAULT_ROUTE_TOKENS, RouteOptions
 from core.sources import ModelSource, PGolfOptions, load_source
 from core.tokenizer import Tokenizer
@@ -55,6 +56,7 @@ class PackRequest:
     progress: bool = True
     extra_inputs: tuple[Path, ...] = ()           # other files the run reads (tokenizer, plan): never overwritten
     force: bool = False                           # replace an existing output golfpack did not write
+    device: str = "cpu"                           # where loss measurements run: cpu | cuda | cuda:N | auto
 
     def __post_init__(self) -> None:
         if self.plan is not None and self.fill:
@@ -67,6 +69,7 @@ class PackJob:
     def __init__(self, source: ModelSource, request: PackRequest, stages: Stages | None = None) -> None:
         self.source, self.request = source, request
         self.stages = stages or Stages()
+        device = local_context(request.device).device        # refused before any work when it is not there
         cfg, calib, fam = source.config, request.calib, source.family_hooks
         body = source.manifest_body(source.resolve_tokenizer(request.tokenizer))
         data = calib.data if calib.data is not None else (
@@ -89,10 +92,11 @@ class PackJob:
             log("pack: no calibration data (no *_train_*.bin shards beside the checkpoint; pass --calib-data): "
                 "scales by data-free clip choice, no GPTQ, no planner", request.progress)
         tensors = {k: v.detach().float().numpy() for k, v in source.tensors.items()}
-        self.packer = Packer(source.model(share=True), tensors, body, request.options, windows=windows, joint_windows=joint,
-                             route=route, code=request.code, progress=request.progress,
+        self.packer = Packer(source.model(share=True), tensors, body, request.options, windows=windows,
+                             joint_windows=joint, route=route, code=request.code, progress=request.progress,
                              batch_size=batch_windows(calib.batch_size, fam.context(cfg), cfg.vocab_size),
-                             stages=self.stages)
+                             stages=self.stages, device=device)
+        self.packer.report["device"] = str(device)
         if self.packer.report["calibration"] is not None:
             self.packer.report["calibration"]["source"] = self.unseen.report()
             self.packer.report["calibration"]["route_tokens"] = route.opts.calib_tokens if route else None

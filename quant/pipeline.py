@@ -12,6 +12,11 @@ sensitivities (hundreds of evaluations), `joint_windows` (more tokens; default t
 whole plans, which decides between plans whose predicted losses differ by less than the small set resolves.
 `route` (quant/route_step.py: the routing rule's calibrator, artifact bytes -> manifest `routing`) is
 called on each confirming pack, which is then packed again with that `routing` and the same encodings.
+`device` (pack --device): the loss measurements (sensitivities, output-gradient slopes, joint checks) run
+there; the Hessians, GPTQ, candidate encodings and the routing rule's calibration always run on the CPU, so a
+default plan's bytes do not depend on the device. A planned pack's choices follow measured losses, which a
+GPU computes in a different summation order: two options whose measured losses tie within float32 rounding
+may be chosen differently (bench/gpu_check.sh compares CPU and GPU packs byte for byte).
 Must not read or write files (quant/pack_job.py does).
 """
 
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import torch
 from torch import nn
 
 from common.errors import BudgetError, UsageError
@@ -76,7 +82,8 @@ class Packer:
     def __init__(self, model: nn.Module | None, tensors: dict[str, np.ndarray], body: dict, opts: PackOptions, *,
                  windows: np.ndarray | None = None, joint_windows: np.ndarray | None = None,
                  route: Route | None = None, code: CodeCount | None = None, progress: bool = True,
-                 batch_size: int = 16, stages: Stages | None = None, workers: int | None = None) -> None:
+                 batch_size: int = 16, stages: Stages | None = None, workers: int | None = None,
+                 device: torch.device | None = None) -> None:
         self.tensors, self.body, self.opts, self.progress = tensors, body, opts, progress
         self.workers = workers                          # None: one per core (quant/workers.py)
         self.stages = stages or Stages()
@@ -97,6 +104,8 @@ class Packer:
             t0 = time.perf_counter()
             with self.stages.stage("calibration forwards (Hessians)"):
                 self.hessians = calibrate(model, windows, self.aliases, batch_size, progress)
+            if device is not None and device.type != "cpu":     # loss measurements there (module docstring)
+                model.to(device)
             with self.stages.stage("calibration forwards (base loss)"):
                 self.evaluator = LossEvaluator(model, windows, batch_size)
             self.head_names = set(default_head_inputs(model))

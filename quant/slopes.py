@@ -52,6 +52,7 @@ def output_gradient_slopes(model: nn.Module, windows: np.ndarray, batch_windows:
         if isinstance(mod, nn.Embedding):
             handles.append(mod.register_forward_hook(lambda m, i, out: out.detach().requires_grad_(True)))
     params = list(model.parameters())
+    device = params[0].device                      # the model's device (pack --device)
     saved = [p.requires_grad for p in params]
     gen = torch.Generator().manual_seed(SLOPE_SEED)
     was_training = model.training
@@ -62,11 +63,12 @@ def output_gradient_slopes(model: nn.Module, windows: np.ndarray, batch_windows:
         for p in params:
             p.requires_grad_(False)
         for i in range(0, len(chunks), batch_windows):
-            x = chunks[i:i + batch_windows]
+            x = chunks[i:i + batch_windows].to(device)
             with torch.enable_grad(), torch_threads(CALIB_THREADS):
                 logits = model(x).float()
                 flat = logits.reshape(-1, logits.shape[-1])
-                y = torch.multinomial(torch.softmax(flat.detach(), -1), 1, generator=gen).squeeze(1)
+                probs = torch.softmax(flat.detach(), -1).cpu()      # labels drawn on the CPU on any device
+                y = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(device)
                 F.cross_entropy(flat, y, reduction="sum").backward()
             n_tokens += x.numel()
             bar.update(min(i + batch_windows, len(chunks)))

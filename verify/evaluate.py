@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.bpb import bits_per_byte, target_byte_counts
+from core.distributed import DistContext
 from core.scoring import LogitsFn, score_stream
 
 
@@ -35,11 +36,12 @@ class EvalResult:
 
 
 def evaluate(logits_fn: LogitsFn, tokens: np.ndarray, tables, seq_len: int, batch_size: int = 32,
-             progress: bool = False, stride: int | None = None) -> EvalResult:
-    """Loss and bpb over every target; `stride` selects sliding-window scoring (None: non-overlapping)."""
+             progress: bool = False, stride: int | None = None, dist: DistContext | None = None) -> EvalResult:
+    """Loss and bpb over every target; `stride` selects sliding-window scoring (None: non-overlapping); `dist`
+    the device and, under torchrun, this rank's share of the windows (core/scoring.py)."""
     tokens = np.asarray(tokens)
     t0 = time.perf_counter()
-    nats = score_stream(logits_fn, tokens, seq_len, batch_size, progress, stride=stride)
+    nats = score_stream(logits_fn, tokens, seq_len, batch_size, progress, stride=stride, dist=dist)
     seconds = time.perf_counter() - t0
     nbytes = target_byte_counts(tokens[:-1], tokens[1:], tables).astype(np.int64)
     total_bytes = int(nbytes.sum())

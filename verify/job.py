@@ -1,7 +1,9 @@
 """The `verify` job: read an artifact, rebuild its model, score validation tokens, compare with references.
 
 The artifact may also be a checkpoint evaluated as it is (verify/targets.py), and so may each reference;
-every row of a comparison uses the same tokens, context length and window protocol. Data may be a shard
+every row of a comparison uses the same tokens, context length and window protocol. Under torchrun (one process
+per GPU with NCCL, or per CPU core with gloo) the windows are split by rank and the per-target losses all-reduced
+in float64 (core/scoring.py), so every rank reports what one process would; only rank 0 prints. Data may be a shard
 file, a folder of shards (its `*_val_*.bin` files, e.g. Parameter Golf's `fineweb_val_*.bin`; `*_train_*.bin`
 there feed the unigram floor), or text files encoded with the given tokenizer.
 """
@@ -13,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.errors import DataError, UsageError
 from core.corpus import load_text_documents
+from core.distributed import DistContext, distributed_session
 from core.shards import encode_documents, find_shards, load_tokens
 from core.sources import PGolfOptions
 from core.tokenizer import Tokenizer
@@ -63,6 +67,7 @@ class VerifyRequest:
     policy: str = EMBEDDED            # embedded | uniform-K | uniform-K+1 | a signal name (verify/adaptive.py)
     progress: bool = True
     max_tokens: int | None = None     # a quick partial verify: the first max_tokens scored tokens only
+    device: str = "auto"              # auto (the local rank's GPU when CUDA is present) | cpu | cuda
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -101,29 +106,45 @@ def verify_job(req: VerifyRequest) -> dict:
     warnings += [w for ref in refs for w in reference_warnings(target, ref)]
     tables = tok.byte_tables()
     runner = runner_for_target(target, req.policy, train)
-    res = evaluate(runner or _logits_fn(target.model), val, tables, context, req.batch_size, req.progress,
-                   stride=stride)
+    with distributed_session(req.device) as dist:
+        progress = req.progress and dist.is_main
+        for t in (target, *refs):
+            t.model.to(dist.device)
+        res = evaluate(runner or _logits_fn(target.model), val, tables, context, req.batch_size, progress,
+                       stride=stride, dist=dist)
+        _reduce_stats(runner, dist)
+        rows = [_reference_row(ref, val, tables, ctx, res, req.batch_size, progress, stride,
+                               same_policy(runner, ref), dist) for ref, ctx in zip(refs, ref_contexts)]
     warnings += loss_warning(res.val_loss, target.vocab_size)
     report = {"artifact": str(req.artifact), "kind": target.kind, "family": target.family, **target.info,
               "data": described, "seq_len": context, "sliding_window_stride": stride, **res.summary(),
-              **routing_report(runner, context), "pgolf_hyperparameters": assumed, "partial": partial}
+              **routing_report(runner, context), "pgolf_hyperparameters": assumed, "partial": partial,
+              "device": str(dist.device), "processes": dist.world_size}
     report.setdefault("sha256", None)
     report["unigram_bpb"] = (unigram_bpb(train, val, tables, tok.vocab_size) if train is not None else None)
-    rows = [_reference_row(ref, val, tables, ctx, res, req.batch_size, req.progress, stride,
-                           same_policy(runner, ref)) for ref, ctx in zip(refs, ref_contexts)]
     if rows:
         report["references"] = rows
         report["reference"] = rows[0]
         report["quantization_gap_bpb"] = rows[0]["gap_bpb"]
     report["warnings"] = warnings
-    for w in warnings:
+    for w in warnings if dist.is_main else ():
         sys.stderr.write(f"golfpack: warning: {w}\n")
     return report
 
 
+def _reduce_stats(runner, dist: DistContext) -> None:
+    """A routing runner's counts summed over ranks (each rank counted only its own windows)."""
+    if runner is None or not dist.distributed:
+        return
+    st = runner.stats
+    counts = torch.tensor([st.positions, st.selected, st.cap_bound], dtype=torch.int64, device=dist.device)
+    st.positions, st.selected, st.cap_bound = (int(v) for v in dist.all_reduce_(counts).cpu())
+
+
 def _reference_row(ref: EvalTarget, val: np.ndarray, tables, context: int, res, batch_size: int, progress: bool,
-                   stride: int | None, fn=None) -> dict:
-    got = evaluate(fn or _logits_fn(ref.model), val, tables, context, batch_size, progress, stride=stride)
+                   stride: int | None, fn=None, dist: DistContext | None = None) -> dict:
+    got = evaluate(fn or _logits_fn(ref.model), val, tables, context, batch_size, progress, stride=stride,
+                   dist=dist)
     return {"checkpoint": str(ref.path), "kind": ref.kind, "family": ref.family,
             **{k: v for k, v in ref.info.items() if k in ("format", "sha256")}, **got.summary(),
             "gap_bpb": res.val_bpb - got.val_bpb}
