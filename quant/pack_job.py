@@ -56,7 +56,7 @@ class PackRequest:
     progress: bool = True
     extra_inputs: tuple[Path, ...] = ()           # other files the run reads (tokenizer, plan): never overwritten
     force: bool = False                           # replace an existing output golfpack did not write
-    device: str = "cpu"                           # where loss measurements run: cpu | cuda | cuda:N | auto
+    device: str = "auto"                          # where loss measurements run: auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
         if self.plan is not None and self.fill:
