@@ -24,6 +24,8 @@ import torch
 from core.pgolf_model import PGolfConfig, pgolf_state_shapes
 
 SHAPES = {
+    "pgtiny": {"vocab_size": 1024, "num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_hidden": 128,
+               "layer_schedule": (0, 1, 1)},       # bench/gpu_check.py --tiny only: seconds on a CPU
     "pg17m": {"vocab_size": 1024, "num_layers": 9, "model_dim": 512, "num_heads": 8, "num_kv_heads": 4, "mlp_hidden": 1024},
     "pg36m": {"vocab_size": 8192, "num_layers": 11, "model_dim": 512, "num_heads": 8, "num_kv_heads": 4, "mlp_hidden": 2048,
                   "layer_schedule": (0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10)},
