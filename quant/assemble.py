@@ -70,7 +70,7 @@ def pack_tensors(tensors: dict[str, np.ndarray], body: dict, opts: PackOptions,
         if enc is None or enc.format != plan[name]:
             enc = best_candidate(name, tensors[name], plan[name], (hessians or {}).get(name), opts).enc
         encoded[name] = enc
-        entry, secs, _ = tensor_sections(name, enc, opts, prefix=str(index))
+        entry, secs, _ = tensor_sections(name, enc, opts, prefix=str(index), cache=True)
         entries.append({"name": name, "shape": list(shapes[name]), **entry})
         specs.extend(secs)
     full = dict(body, tensors=entries, tool={"name": "golfpack", "version": __version__}, options=asdict(opts))
