@@ -55,7 +55,8 @@ def run_cli(args: list[str], limit: float | None) -> dict:
     except ValueError:
         rep = None
     return {"exit_code": proc.returncode, "timed_out": timed_out, "wall_s": round(wall, 2),
-            "peak_rss_bytes": (rep or {}).get("peak_rss_bytes"), "report": rep,
+            "peak_rss_bytes": (rep or {}).get("peak_rss_bytes"),
+            "peak_tree_rss_bytes": (rep or {}).get("peak_tree_rss_bytes"), "report": rep,
             "stderr_tail": err.strip().splitlines()[-6:]}
 
 

@@ -170,7 +170,9 @@ def pack_report(res: PackResult, out: Path | None) -> dict:
             "scales": res.scales, "aliases": res.aliases,
             "planning": {k: v for k, v in res.report.items() if k != "plan"},
             "routing": parse_artifact(res.data).manifest["routing"],
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}   # this process's peak
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,   # this process's peak
+            "peak_tree_rss_bytes": max((s.get("peak_tree_rss_bytes", 0) for s in
+                                        (res.report.get("stages") or {}).values()), default=None)}  # with workers
 
 
 def format_pack(rep: dict) -> str:
